@@ -1,0 +1,191 @@
+"""Audio I/O: read anything soundfile reads, return 16 kHz mono float32; write atomically.
+
+Every entry point that takes audio goes through :func:`load_audio` or :func:`to_mono_16k`, so
+bad input fails here, early, with an :class:`AudioError` that says what was wrong.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from .errors import PolywakeError
+
+SAMPLE_RATE = 16000
+# One call without streaming may not exceed this (use the streaming Detector for longer audio).
+MAX_SECONDS = 2 * 3600
+MIN_RATE, MAX_RATE = 4000, 384000
+MAX_CHANNELS = 64
+
+
+class AudioError(PolywakeError, ValueError):
+    """Audio that polywake cannot use; the message says why and what to do."""
+
+
+def to_mono_16k(samples: np.ndarray, sample_rate: int, *, what: str = "audio") -> np.ndarray:
+    """Convert an array shaped (n,) or (n, channels) at any rate to float32 mono 16 kHz.
+
+    Integer arrays are scaled to [-1, 1]; NaN/inf are rejected rather than silently zeroed,
+    because they mean the producer is broken.
+    """
+    a = np.asarray(samples)
+    if a.dtype.kind not in "iuf":
+        raise AudioError(f"{what}: samples must be numeric, got dtype {a.dtype}")
+    if not isinstance(sample_rate, (int, np.integer)) or not MIN_RATE <= sample_rate <= MAX_RATE:
+        raise AudioError(
+            f"{what}: unsupported sample rate {sample_rate!r} (need {MIN_RATE}..{MAX_RATE} Hz)"
+        )
+    if a.ndim == 2:
+        if a.shape[1] < 1 or a.shape[1] > MAX_CHANNELS:
+            raise AudioError(f"{what}: {a.shape[1]} channels is not audio (max {MAX_CHANNELS})")
+    elif a.ndim != 1:
+        raise AudioError(f"{what}: expected shape (samples,) or (samples, channels), got {a.shape}")
+    if a.shape[0] == 0:
+        raise AudioError(f"{what}: no samples (empty audio)")
+    if a.shape[0] > MAX_SECONDS * sample_rate:
+        raise AudioError(
+            f"{what}: {a.shape[0] / sample_rate / 3600:.1f} h in one call is more than "
+            f"{MAX_SECONDS // 3600} h; stream it through Detector.process() in chunks instead"
+        )
+    if a.dtype.kind in "iu":
+        info = np.iinfo(a.dtype)
+        scale = float(max(abs(info.min), info.max))
+        offset = 0.0 if a.dtype.kind == "i" else (info.max + 1) / 2.0
+        a = (a.astype(np.float64) - offset) / scale
+    elif not np.all(np.isfinite(a)):
+        raise AudioError(f"{what}: contains NaN or infinite samples")
+    if a.ndim == 2:
+        a = a.mean(axis=1)
+    a = a.astype(np.float32, copy=False)
+    if sample_rate != SAMPLE_RATE:
+        # soxr: a real band-limited resampler (VHQ), much better than linear interpolation.
+        a = soxr.resample(a, sample_rate, SAMPLE_RATE, quality="HQ").astype(np.float32)
+    return np.ascontiguousarray(a)
+
+
+def load_audio(path: str | os.PathLike, *, max_seconds: float = MAX_SECONDS) -> np.ndarray:
+    """Read a WAV/FLAC/OGG/... file and return float32 mono samples at 16 kHz."""
+    p = Path(path)
+    if not p.exists():
+        raise AudioError(f"{p}: no such file")
+    if p.is_dir():
+        raise AudioError(f"{p}: is a directory, not an audio file")
+    if p.stat().st_size == 0:
+        raise AudioError(f"{p}: empty file (0 bytes)")
+    try:
+        info = sf.info(str(p))
+    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
+        raise AudioError(f"{p}: not a readable audio file ({e})") from e
+    if info.frames <= 0:
+        raise AudioError(f"{p}: no samples (empty audio)")
+    if info.samplerate <= 0 or info.frames / info.samplerate > max_seconds:
+        raise AudioError(
+            f"{p}: {info.frames / max(info.samplerate, 1) / 3600:.1f} h is more than "
+            f"{max_seconds / 3600:g} h in one call; stream it with Detector.iter_file() instead"
+        )
+    try:
+        data, rate = sf.read(str(p), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, ValueError) as e:
+        raise AudioError(f"{p}: corrupt or truncated audio ({e})") from e
+    if data.shape[0] == 0:
+        raise AudioError(f"{p}: no samples (empty or truncated audio)")
+    return to_mono_16k(data, int(rate), what=str(p))
+
+
+def iter_audio_blocks(path: str | os.PathLike, block_seconds: float = 1.0):
+    """Yield 16 kHz mono float32 blocks of a file of any length without loading it whole."""
+    p = Path(path)
+    if not p.exists():
+        raise AudioError(f"{p}: no such file")
+    try:
+        f = sf.SoundFile(str(p))
+    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
+        raise AudioError(f"{p}: not a readable audio file ({e})") from e
+    with f:
+        rate = f.samplerate
+        if not MIN_RATE <= rate <= MAX_RATE:
+            raise AudioError(f"{p}: unsupported sample rate {rate}")
+        block = max(1, int(block_seconds * rate))
+        resampler = None if rate == SAMPLE_RATE else soxr.ResampleStream(
+            rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ"
+        )
+        produced = False
+        while True:
+            try:
+                data = f.read(block, dtype="float32", always_2d=True)
+            except (sf.LibsndfileError, RuntimeError, ValueError) as e:
+                raise AudioError(f"{p}: corrupt or truncated audio ({e})") from e
+            last = data.shape[0] < block
+            if data.shape[0]:
+                if not np.all(np.isfinite(data)):
+                    raise AudioError(f"{p}: contains NaN or infinite samples")
+                mono = np.ascontiguousarray(data.mean(axis=1), dtype=np.float32)
+                if resampler is not None:
+                    mono = resampler.resample_chunk(mono, last=last)
+                if mono.size:
+                    produced = True
+                    yield mono
+            elif resampler is not None:
+                tail = resampler.resample_chunk(np.zeros(0, np.float32), last=True)
+                if tail.size:
+                    yield tail
+            if last:
+                break
+        if not produced:
+            raise AudioError(f"{p}: no samples (empty audio)")
+
+
+@contextmanager
+def atomic_open(path: str | os.PathLike) -> Iterator[BinaryIO]:
+    """Open a temp file beside ``path`` for binary writing; on success fsync and rename it over
+    ``path``; on any error remove it. Readers only ever see a complete file."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_audio(path: str | os.PathLike, samples: np.ndarray, sample_rate: int = SAMPLE_RATE,
+                *, subtype: str | None = None) -> Path:
+    """Write audio atomically: a temp file in the same folder, fsync, then rename.
+
+    A reader never sees a half-written file, and a killed writer leaves only a stray temp file
+    (``.*.tmp``) that no reader picks up.
+    """
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    a = np.asarray(samples)
+    if a.size == 0:
+        raise AudioError(f"{p}: refusing to write empty audio")
+    fmt = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}.get(p.suffix.lower())
+    if fmt is None:
+        raise AudioError(f"{p}: unsupported extension (use .wav, .flac or .ogg)")
+    if subtype is None:
+        subtype = {"WAV": "PCM_16", "FLAC": "PCM_16", "OGG": "VORBIS"}[fmt]
+    with atomic_open(p) as fh:
+        sf.write(fh, a, sample_rate, format=fmt, subtype=subtype)
+    return p
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write bytes atomically (temp file + fsync + rename); used for models, manifests, JSON."""
+    p = Path(path)
+    with atomic_open(p) as fh:
+        fh.write(data)
+    return p
