@@ -1,0 +1,109 @@
+"""Backbone + per-word heads = one multi-target wake-word model (torch; training side)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import ModelFileError
+from .backbone import Backbone, BackboneConfig
+from .heads import WakeWordHeads
+
+CHECKPOINT_FORMAT = "1"
+
+
+class WakeWordModel(nn.Module):
+    def __init__(self, backbone: Backbone, heads: WakeWordHeads,
+                 card: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.heads = heads
+        self.card: dict[str, Any] = card or {}
+
+    @property
+    def words(self) -> list[str]:
+        return list(self.heads.words)
+
+    @property
+    def frames_per_step(self) -> int:
+        return self.backbone.frames_per_step
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        """(batch, frames, mels) -> logits (batch, steps, words)."""
+        return self.heads(self.backbone(feats))
+
+    def init_state(self, batch: int = 1) -> list[torch.Tensor]:
+        return self.backbone.init_state(batch) + [self.heads.init_state(batch)]
+
+    def stream(self, feats: torch.Tensor, state: list[torch.Tensor]
+               ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Probabilities (batch, steps, words) for the next frames, and the new state."""
+        emb, bstate = self.backbone.stream(feats, state[:-1])
+        logits, hstate = self.heads.stream(emb, state[-1])
+        return torch.sigmoid(logits), bstate + [hstate]
+
+
+def _flat_tensors(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().contiguous().clone() for k, v in module.state_dict().items()}
+
+
+def save_checkpoint(path: str | Path, *, backbone: Backbone,
+                    heads: WakeWordHeads | None = None, card: dict | None = None,
+                    extra_tensors: dict[str, torch.Tensor] | None = None) -> Path:
+    """Safetensors (never pickle) with the configs in its metadata; written atomically."""
+    from safetensors.torch import save
+
+    from ..audio import atomic_write_bytes
+
+    tensors = {f"backbone.{k}": v for k, v in _flat_tensors(backbone).items()}
+    meta: dict[str, str] = {
+        "polywake_format": CHECKPOINT_FORMAT,
+        "backbone_config": json.dumps(backbone.config.to_dict()),
+        "card": json.dumps(card or {}),
+    }
+    if heads is not None:
+        tensors.update({f"heads.{k}": v for k, v in _flat_tensors(heads).items()})
+        meta["heads"] = json.dumps({"words": heads.words, "hidden": heads.hidden,
+                                    "context": heads.context})
+    for k, v in (extra_tensors or {}).items():
+        tensors[f"extra.{k}"] = v.detach().contiguous()
+    return atomic_write_bytes(path, save(tensors, metadata=meta))
+
+
+def load_checkpoint(path: str | Path) -> tuple[Backbone, WakeWordHeads | None, dict,
+                                               dict[str, torch.Tensor]]:
+    """-> (backbone, heads or None, card, extra tensors). Clear errors for bad files."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    p = Path(path)
+    if not p.is_file():
+        raise ModelFileError(f"{p}: no such model file")
+    try:
+        raw = p.read_bytes()
+        tensors = load(raw)
+        header_len = int.from_bytes(raw[:8], "little")
+        meta = json.loads(raw[8:8 + header_len]).get("__metadata__", {})
+    except (SafetensorError, ValueError, OSError) as e:
+        raise ModelFileError(f"{p}: not a readable polywake checkpoint ({e})") from e
+    if meta.get("polywake_format") != CHECKPOINT_FORMAT:
+        raise ModelFileError(f"{p}: checkpoint format {meta.get('polywake_format')!r}, "
+                             f"this polywake reads format {CHECKPOINT_FORMAT}")
+    backbone = Backbone(BackboneConfig.from_dict(json.loads(meta["backbone_config"])))
+    try:
+        backbone.load_state_dict({k[9:]: v for k, v in tensors.items()
+                                  if k.startswith("backbone.")})
+        heads = None
+        if "heads" in meta:
+            h = json.loads(meta["heads"])
+            heads = WakeWordHeads(backbone.embed_dim, h["words"], h["hidden"], h["context"])
+            heads.load_state_dict({k[6:]: v for k, v in tensors.items()
+                                   if k.startswith("heads.")})
+    except (RuntimeError, KeyError) as e:
+        raise ModelFileError(f"{p}: tensors do not match the stored config ({e})") from e
+    extra = {k[6:]: v for k, v in tensors.items() if k.startswith("extra.")}
+    return backbone.eval(), heads, json.loads(meta.get("card", "{}")), extra

@@ -1,0 +1,98 @@
+"""Training recipes: smoke runs on tiny data, and kill/resume reproduces an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from polywake.audio import write_audio
+from polywake.cli import main
+
+
+def _fake_words(root: Path, words: list[str], per_word: int = 6) -> Path:
+    """Distinct synthetic 'words': each a sequence of tones, varied per 'voice'."""
+    rng = np.random.default_rng(0)
+    lines = []
+    for wi, w in enumerate(words):
+        for v in range(per_word):
+            t = np.arange(int(16000 * 0.5)) / 16000
+            f = 200 + 150 * wi + 10 * v
+            x = 0.3 * np.sin(2 * np.pi * f * t * (1 + 0.3 * t)) * np.hanning(t.size)
+            x += 0.01 * rng.standard_normal(t.size)
+            rel = f"{w}/{v}.flac"
+            write_audio(root / rel, x.astype(np.float32))
+            split = "dev" if v == per_word - 1 else "train"
+            lines.append(json.dumps({"path": rel, "word": w, "split": split, "speaker": f"v{v}"}))
+    (root / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+    return root / "manifest.jsonl"
+
+
+def _pretrain(manifest: Path, out: Path, *extra: str) -> int:
+    return main(["pretrain", "--synth", str(manifest), "--out", str(out), "--no-real",
+                 "--steps", "6", "--batch", "8", "--eval-every", "3", "--save-every", "2",
+                 "--noise-minutes", "0.1", "--rirs", "2", "--size", "tiny", *extra])
+
+
+@pytest.mark.slow
+def test_pretrain_killed_and_resumed_equals_uninterrupted(tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    manifest = _fake_words(tmp_path / "data", ["apple", "river", "music"])
+    assert _pretrain(manifest, tmp_path / "a") == 0
+    assert _pretrain(manifest, tmp_path / "b", "--stop-after", "3") == 0
+    partial = load_file(tmp_path / "b" / "state.safetensors")
+    assert _pretrain(manifest, tmp_path / "b") == 0  # same command resumes
+    a = load_file(tmp_path / "a" / "state.safetensors")
+    b = load_file(tmp_path / "b" / "state.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+    changed = [k for k in a if k.startswith("backbone.") and not torch.equal(a[k], partial[k])]
+    assert changed, "the resumed half did no training"
+    assert (tmp_path / "a" / "backbone.safetensors").exists()
+    # no temp files left behind by atomic writes
+    assert not list((tmp_path / "b").glob(".*.tmp"))
+
+
+@pytest.mark.slow
+def test_wakeword_training_smoke_exports_a_working_model(tmp_path: Path, monkeypatch) -> None:
+    from polywake.detect import Detector
+    from polywake.model_io import OnnxScorer, read_pwk
+    from polywake.models.backbone import TINY, Backbone
+    from polywake.train import wakewords
+    from polywake.train.wakewords import WordClips, train_model
+
+    torch.set_num_threads(1)
+    monkeypatch.setattr(wakewords, "CACHE", tmp_path / "cache")
+    torch.manual_seed(0)
+    from polywake.models.wakeword import save_checkpoint
+
+    bb_path = save_checkpoint(tmp_path / "bb.safetensors", backbone=Backbone(TINY).eval())
+    rng = np.random.default_rng(0)
+
+    def word(f: float) -> list[np.ndarray]:
+        t = np.arange(8000) / 16000
+        return [(0.3 * np.sin(2 * np.pi * (f + 5 * v) * t)).astype(np.float32)
+                for v in range(4)]
+
+    clips = WordClips(
+        positives={"lo": {"train": word(300), "dev": word(310)},
+                   "hi": {"train": word(1200), "dev": word(1210)}},
+        negatives={"train": [rng.standard_normal(6000).astype(np.float32) * 0.1],
+                   "dev": [rng.standard_normal(6000).astype(np.float32) * 0.1]},
+    )
+    ckpt = train_model(bb_path, clips, ["lo", "hi"], tmp_path / "out", per_word=12, n_neg=8,
+                       steps=20, mining_rounds=1, bg_max_files=1, noise_minutes=0.1)
+    card, _ = read_pwk(tmp_path / "out" / "model.pwk")
+    assert card["words"] == ["lo", "hi"] and ckpt.exists()
+    for w in ("lo", "hi"):
+        entry = card["per_word"][w]
+        assert 0.0 <= entry["threshold"] <= 1.0 + 1e-6
+        assert len(entry["calibration"]["thresholds"]) == len(entry["calibration"]["fa_per_hour"])
+    scores = Detector(OnnxScorer(tmp_path / "out" / "model.pwk")).scores(
+        rng.standard_normal(16000).astype(np.float32) * 0.1)
+    assert scores.shape == (12, 2) and np.all((scores >= 0) & (scores <= 1))
