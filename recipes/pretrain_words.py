@@ -69,6 +69,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("work_data/pretrain_words"))
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--manifest-only", action="store_true",
+                    help="write the manifest of the clips already made (after a stopped run)")
     a = ap.parse_args()
     vocab = pretrain_vocabulary()
     rng = np.random.default_rng(a.seed)
@@ -76,6 +78,14 @@ def main() -> None:
     jobs = plan(words, a.per_word, a.seed)
     a.out.mkdir(parents=True, exist_ok=True)
     done = []
+    if a.manifest_only:
+        done = [{k: v for k, v in j.items() if k != "voice"} for j in jobs
+                if (a.out / j["path"]).exists()]
+        # only words with all their clips, so every class has the same voices
+        from collections import Counter
+        n = Counter(r["word"] for r in done)
+        done = [r for r in done if n[r["word"]] == max(n.values())]
+        jobs = []
     with ProcessPoolExecutor(a.workers) as ex:
         for r in tqdm(ex.map(_work, [(j, str(a.out)) for j in jobs], chunksize=16),
                       total=len(jobs), desc="synth words", unit="clip", mininterval=5):
@@ -86,7 +96,7 @@ def main() -> None:
     by = {}
     for r in done:
         by[r["split"]] = by.get(r["split"], 0) + 1
-    print(f"{len(done)} clips of {len(words)} words; by split {by}")
+    print(f"{len(done)} clips of {len({r['word'] for r in done})} words; by split {by}")
 
 
 if __name__ == "__main__":

@@ -143,6 +143,17 @@ def iter_audio_blocks(path: str | os.PathLike, block_seconds: float = 1.0):
             raise AudioError(f"{p}: no samples (empty audio)")
 
 
+def _umask() -> int:
+    """The process umask, read without changing it (os.umask would race other threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o022
+
+
 @contextmanager
 def atomic_open(path: str | os.PathLike) -> Iterator[BinaryIO]:
     """Open a temp file beside ``path`` for binary writing; on success fsync and rename it over
@@ -151,6 +162,8 @@ def atomic_open(path: str | os.PathLike) -> Iterator[BinaryIO]:
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
     try:
+        # mkstemp makes 0600 files; a model or recording should get the usual umask modes.
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             yield fh
             fh.flush()

@@ -219,7 +219,7 @@ _LISTERS = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _list_engine(engine: str) -> tuple[Voice, ...]:
     return tuple(_LISTERS[engine]())
 
@@ -265,9 +265,8 @@ def _shift(audio: np.ndarray, rate: int, factor: float) -> tuple[np.ndarray, int
 
 def _synth_espeak(text: str, voice: Voice, rate: float, pitch: float, tmp: Path):
     wav = tmp / "out.wav"
-    name = voice.name if voice.engine == "espeak-ng" else voice.name  # mb-us1 is a -v name too
-    # espeak: 175 words/min and pitch 50 (of 0..99) are its defaults.
-    cmd = ["espeak-ng", "-v", name, "-s", str(round(175 * rate)),
+    # espeak: 175 words/min and pitch 50 (of 0..99) are its defaults; mb-us1 is a -v name too.
+    cmd = ["espeak-ng", "-v", voice.name, "-s", str(round(175 * rate)),
            "-p", str(int(np.clip(round(50 * pitch), 0, 99))), "-w", str(wav), "--", text]
     return _run_to_wav(cmd, wav)
 
@@ -286,10 +285,9 @@ def _scheme_string(text: str) -> str:
 def _synth_festival(text: str, voice: Voice, rate: float, pitch: float, tmp: Path):
     wav = tmp / "out.wav"
     stretch = pitch / rate
-    # HTS voices ignore Duration_Stretch; their speed knob is hts_duration_stretch... not in
-    # this festival, so for them the rate comes from the resampling step alone.
-    hts = "hts" in voice.name
-    shift = pitch / rate if hts else pitch
+    # HTS voices ignore Duration_Stretch (and this festival's hts_duration_stretch), so for
+    # them speed comes from resampling alone and pitch follows the rate.
+    shift = rate if "hts" in voice.name else pitch
     script = (f"(voice_{voice.name})\n(Parameter.set 'Duration_Stretch {stretch:.4f})\n"
               f"(utt.save.wave (utt.synth (Utterance Text {_scheme_string(text)})) "
               f"{_scheme_string(str(wav))} 'riff)\n")

@@ -1,0 +1,195 @@
+"""Add a wake word to an existing multi-target model (or remove one), on a laptop CPU.
+
+    polywake add-word "hey jarvis" --model runs/default/model.safetensors --out my.safetensors \
+        [--examples DIR_OF_WAVS]
+    polywake add-word --remove echo --model IN --out OUT
+
+0 examples: text only (the phrase is synthesized with every installed TTS voice).
+k >= 1 examples: each real clip is used many times, each time re-mixed (position, running
+speech, real noise, room reverb), next to the synthetic clips.
+
+Existing words are *frozen*: only the new word's head is trained, every other head tensor
+and the backbone are copied bit for bit, so existing words' scores cannot change. (Joint
+fine-tuning with distillation would allow sharing capacity; it was not needed, because the
+heads share nothing but the frozen backbone.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..audio import load_audio
+from ..data import splits
+from ..models.wakeword import load_checkpoint, save_checkpoint
+from .heads import EmbeddedSet, mine_hard_negatives, train_heads
+from .mixing import trim_silence
+from .wakewords import (
+    CACHE,
+    WordClips,
+    background_streams,
+    build_windows,
+    calibrate,
+    chop,
+    file_sig,
+    load_manifest_clips,
+)
+from .windows import embed, positive_window, window_labels
+
+REAL_WINDOWS_PER_EXAMPLE = 60
+
+
+def synth_phrase(phrase: str, out_dir: Path, seed: int = 0, workers: int = 2) -> Path:
+    """Synthesize the phrase (all voices) and its confusables; cached in ``out_dir``."""
+    from ..data.synth import synthesize_set
+
+    return synthesize_set([phrase], out_dir, n_variants=2, rich_variants=12, negatives=True,
+                          neg_voices=6, n_sentences=300, sentence_voices=1, workers=workers,
+                          seed=seed, progress=True)
+
+
+def add_word(model_in: Path, phrase: str, out: Path, *, examples: list[np.ndarray] | None = None,
+             manifest: Path | None = None, synth_dir: Path | None = None, per_word: int = 1200,
+             n_neg: int = 2500, steps: int = 600, mining_rounds: int = 1, fa_target: float = 0.5,
+             seed: int = 0, bg_max_files: int | None = None, noise_minutes: float = 10.0,
+             clips: WordClips | None = None, cache_tag: str | None = None,
+             progress: bool = True) -> tuple[Path, dict]:
+    """Train a head for ``phrase`` on the frozen backbone; return (checkpoint, timings)."""
+    t0 = time.time()
+    phrase = " ".join(phrase.lower().split())
+    backbone, heads, card, _ = load_checkpoint(model_in)
+    if heads is None:
+        raise SystemExit(f"{model_in}: a backbone checkpoint; train a model first")
+    if phrase in heads.words:
+        raise SystemExit(f"{phrase!r} is already in {model_in}; remove it first")
+    key = file_sig(model_in)
+    if clips is None:
+        if manifest is None:
+            synth_dir = synth_dir or CACHE / f"synth-{phrase.replace(' ', '_')}"
+            manifest = synth_phrase(phrase, synth_dir, seed)
+        clips = load_manifest_clips([manifest], [phrase], max_per_word=per_word,
+                                    max_neg=n_neg, seed=seed)
+    t_data = time.time()
+    from .pretrain import noise_bank, rir_bank
+
+    noise_tr = noise_bank("train", max_minutes=noise_minutes)
+    noise_dev = noise_bank("dev", max_minutes=min(8.0, noise_minutes))
+    rirs = rir_bank(24)
+    words = [phrase]
+    tr = build_windows(clips, words, "train", noise_tr, rirs, per_word, n_neg, seed)
+    data = EmbeddedSet(embed(backbone, tr.audio, progress=progress),
+                       window_labels(tr, 1), words)
+    if examples:
+        data = data.concat(real_example_windows(backbone, examples, phrase, clips, noise_tr,
+                                                     rirs, seed))
+    bg_key = cache_tag or key
+    bg = chop(background_streams(backbone, "train", bg_key, bg_max_files), backbone.embed_dim)
+    data = data.concat(EmbeddedSet(bg, np.zeros(bg.shape[:2] + (1,), np.int8), words))
+    heads.add_word(phrase, seed=seed)
+    weights = None
+    for r in range(mining_rounds + 1):
+        train_heads(heads, data, words, steps=steps, seed=seed + r, neg_weights=weights,
+                    progress=progress)
+        if r < mining_rounds:
+            weights = mine_hard_negatives(heads, data, words)
+    dv = build_windows(clips, words, "dev", noise_dev, rirs, max(150, per_word // 8), 0,
+                       seed + 1)
+    dev_streams = background_streams(backbone, "dev", bg_key, bg_max_files)
+    dv_emb = embed(backbone, dv.audio, progress=progress)
+    if dv_emb.shape[0] == 0:  # no dev voices for this phrase: calibrate on train voices
+        dv = build_windows(clips, words, "train", noise_dev, rirs, 150, 0, seed + 2)
+        dv_emb = embed(backbone, dv.audio, progress=progress)
+    entry = calibrate(heads, words, {phrase: dv_emb}, dev_streams, fa_target,
+                      {phrase: dv.end})[phrase]
+    entry["duration_s"] = float(np.median([c.size / 16000 for c in
+                                           clips.positives[phrase]["train"]]))
+    entry["real_examples"] = len(examples or [])
+    entry["added"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    card = dict(card)
+    card["words"] = heads.words
+    card.setdefault("per_word", {})[phrase] = entry
+    card.setdefault("history", []).append(f"add-word {phrase!r} ({len(examples or [])} examples)")
+    ckpt = save_checkpoint(out, backbone=backbone, heads=heads, card=card)
+    timings = {"data_s": round(t_data - t0, 1), "train_s": round(time.time() - t_data, 1),
+               "total_s": round(time.time() - t0, 1)}
+    return ckpt, timings
+
+
+def real_example_windows(backbone, examples: list[np.ndarray], phrase: str, clips: WordClips,
+                         noise, rirs, seed: int) -> EmbeddedSet:
+    """Each real example re-mixed ``REAL_WINDOWS_PER_EXAMPLE`` times (heavy augmentation)."""
+    from .windows import Windows
+
+    rng = np.random.default_rng([seed, 7])
+    audio, end, dur = [], [], []
+    for clip in examples:
+        c = trim_silence(clip)
+        for _ in range(REAL_WINDOWS_PER_EXAMPLE):
+            x, e, d = positive_window(rng, c, clips.speech, noise, rirs)
+            audio.append(x)
+            end.append(e)
+            dur.append(d)
+    w = Windows(np.stack(audio), np.zeros(len(audio), int), np.array(end), np.array(dur))
+    return EmbeddedSet(embed(backbone, w.audio, progress=False), window_labels(w, 1), [phrase])
+
+
+def remove_word(model_in: Path, word: str, out: Path) -> Path:
+    backbone, heads, card, _ = load_checkpoint(model_in)
+    if heads is None or word not in heads.words:
+        raise SystemExit(f"{word!r} is not in {model_in}")
+    if len(heads.words) == 1:
+        raise SystemExit(f"{word!r} is the only word in {model_in}; a model needs one word")
+    heads.remove_word(word)
+    card = dict(card)
+    card["words"] = heads.words
+    card.get("per_word", {}).pop(word, None)
+    card.setdefault("history", []).append(f"remove-word {word!r}")
+    return save_checkpoint(out, backbone=backbone, heads=heads, card=card)
+
+
+def read_examples(folder: Path) -> list[np.ndarray]:
+    files = sorted(p for p in folder.iterdir()
+                   if p.suffix.lower() in (".wav", ".flac", ".ogg", ".opus"))
+    if not files:
+        raise SystemExit(f"{folder}: no .wav/.flac/.ogg examples")
+    return [load_audio(f, max_seconds=10) for f in files]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("phrase", nargs="?", help="the new wake word or phrase")
+    p.add_argument("--model", type=Path, required=True, help="a .safetensors model")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--examples", type=Path, help="folder of real recordings of the phrase")
+    p.add_argument("--remove", metavar="WORD", help="remove this word instead of adding")
+    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--export", action="store_true", help="also write OUT with .pwk suffix")
+
+
+def run(args: argparse.Namespace) -> int:
+    torch.set_num_threads(1)
+    if args.remove:
+        out = remove_word(args.model, " ".join(args.remove.lower().split()), args.out)
+    else:
+        if not args.phrase:
+            raise SystemExit("give the phrase to add (or --remove WORD)")
+        ex = read_examples(args.examples) if args.examples else None
+        if not splits.have_shared_data():
+            print("note: ../shared/data is absent: negatives come from TTS only",
+                  file=sys.stderr)
+        out, t = add_word(args.model, args.phrase, args.out, examples=ex, steps=args.steps,
+                          seed=args.seed)
+        print(f"added {args.phrase!r} in {t['total_s']:.0f} s "
+              f"(data {t['data_s']:.0f} s, training {t['train_s']:.0f} s)")
+    if args.export:
+        from ..export import export_checkpoint
+
+        pwk = export_checkpoint(out, Path(args.out).with_suffix(".pwk"))
+        print(f"wrote {pwk}")
+    print(f"wrote {out}")
+    return 0

@@ -1,0 +1,85 @@
+"""TTS voices and synthesis, plus a tiny end-to-end `polywake synth` run (espeak-ng only)."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from polywake.data import splits, tts
+from polywake.data.manifest import load_manifest
+
+needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None,
+                                  reason="espeak-ng not installed (scripts/install_system.sh)")
+
+
+def test_voice_id_is_stable_and_round_trips():
+    v = tts.Voice("piper", "en_US-joe-medium", "en-us", {"noise_w": 0.8, "noise_scale": 0.667})
+    assert v.voice_id == "piper:en_US-joe-medium|noise_scale=0.667,noise_w=0.8"
+    assert tts.Voice.from_dict(v.to_dict()) == v
+    assert hash(tts.Voice.from_dict(v.to_dict())) == hash(v)
+
+
+def test_speaker_groups_one_person_across_engines():
+    assert tts.Voice("festival", "us1_mbrola").speaker == tts.Voice("mbrola", "mb-us1").speaker
+    assert tts.Voice("flite", "kal16").speaker == tts.Voice("festival", "kal_diphone").speaker
+    # espeak accents share the variant's timbre: grouped by variant.
+    assert tts.Voice("espeak-ng", "en-us+f3").speaker == tts.Voice("espeak-ng", "en-gb+f3").speaker
+    assert tts.Voice("espeak-ng", "en-us+f3").speaker != tts.Voice("espeak-ng", "en-us+m3").speaker
+
+
+def test_unknown_engine_is_a_clear_error():
+    with pytest.raises(tts.TTSError, match="unknown TTS engine"):
+        tts.list_voices(["nope"])
+
+
+@needs_espeak
+def test_espeak_voices_cover_accents_and_variants():
+    vs = tts.list_voices(["espeak-ng"])
+    langs = {v.lang for v in vs}
+    assert {"en-us", "en-gb"} <= langs
+    assert any(v.name.endswith("+f3") for v in vs) and any(v.name.endswith("+klatt") for v in vs)
+    assert len({v.voice_id for v in vs}) == len(vs)
+
+
+@needs_espeak
+def test_synthesize_returns_16k_float32_and_rate_changes_length():
+    v = tts.Voice("espeak-ng", "en-us+m3", "en-us")
+    slow = tts.synthesize("hey samuel", v, rate=0.7)
+    fast = tts.synthesize("hey samuel", v, rate=1.5, pitch=1.2)
+    assert slow.dtype == np.float32 and slow.ndim == 1
+    assert 0.3 < len(fast) / 16000 < len(slow) / 16000 < 3.0
+    assert np.max(np.abs(slow)) > 0.01
+
+
+@pytest.mark.parametrize("kw,msg", [({"text": " "}, "empty"), ({"rate": 5.0}, "rate"),
+                                    ({"pitch": 0.1}, "pitch")])
+def test_bad_synthesis_input(kw, msg):
+    args = {"text": "hello", "voice": tts.Voice("espeak-ng", "en-us"), **kw}
+    with pytest.raises(tts.TTSError, match=msg):
+        tts.synthesize(**args)
+
+
+@needs_espeak
+def test_synth_set_small_splits_by_speaker_and_resumes(tmp_path):
+    from polywake.data import synth
+
+    voices = [tts.Voice("espeak-ng", f"en-us+{n}", "en-us") for n in ("f1", "m2", "klatt")]
+    jobs = synth.plan_set(["hey samuel"], voices=voices, n_variants=1, neg_voices=1,
+                          n_sentences=2, sentence_voices=1)[:8]
+    out = tmp_path / "set"
+    man = synth.run_jobs(jobs, out, workers=1, progress=False)
+    recs = load_manifest(man)
+    assert len(recs) == len(jobs)
+    for r in recs:
+        assert r.split == splits.split_of_key(r.speaker)
+        assert r.abspath(man).exists() and r.engine == "espeak-ng"
+    pos = [r for r in recs if r.kind == "positive"]
+    assert pos and all(r.word == "hey samuel" for r in pos)
+    # A second run makes nothing new; deleting one clip makes exactly that one again.
+    recs[0].abspath(man).unlink()
+    synth.run_jobs(jobs, out, workers=1, progress=False)
+    import json
+    info = json.loads((out / synth.SUMMARY).read_text())
+    assert info["made_now"] == 1 and info["clips"] == len(jobs)
