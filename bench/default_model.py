@@ -27,11 +27,11 @@ from _common import markdown_table  # noqa: E402
 from polywake.audio import SAMPLE_RATE, load_audio  # noqa: E402
 from polywake.data import splits  # noqa: E402
 from polywake.evaluate import ScoreStream, confusion, det_curve, frr_at_fa  # noqa: E402
-from polywake.train.heads import score_windows  # noqa: E402
+from polywake.train.heads import detector_scores  # noqa: E402
 from polywake.train.mixing import NoiseBank, place, rms  # noqa: E402
-from polywake.train.wakewords import file_sig, load_manifest_clips  # noqa: E402
+from polywake.train.wakewords import load_manifest_clips  # noqa: E402
 from polywake.train.windows import N_SAMPLES  # noqa: E402
-from wakeword_eval import BackboneEmbedder, cached_streams, set_threads  # noqa: E402
+from wakeword_eval import cached_streams, embedder_for, set_threads  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,17 +72,14 @@ def main() -> None:
     ap.add_argument("--snr", type=float, default=10.0)
     a = ap.parse_args()
     set_threads()
-    from polywake.models.wakeword import load_checkpoint
-
-    backbone, heads, card, _ = load_checkpoint(a.model)
+    backbone, heads, card, emb = embedder_for(a.model)
     words = heads.words
-    emb = BackboneEmbedder(backbone, file_sig(a.model))
     clips = load_manifest_clips([a.synth], words, max_per_word=100000, max_neg=1)
     test = {w: clips.positives[w].get("test", []) for w in words}
     noise = NoiseBank.from_arrays([load_audio(f)[: 60 * SAMPLE_RATE]
                                    for f in splits.background_files("eval")[::4]])
     audio, wid = test_windows(test, noise, a.snr)
-    probs = score_windows(heads, emb.windows(audio))
+    probs = detector_scores(heads, emb.windows(audio))
     bg = cached_streams(emb, splits.background_files("eval"), "bg-eval")
     echo_utts = splits.files_containing("echo")
     thr = {w: card["per_word"][w]["threshold"] for w in words}
@@ -90,7 +87,7 @@ def main() -> None:
     for j, w in enumerate(words):
         pos = probs[wid == j, :, j].max(1)
         pos_max[w] = probs[wid == j].max(1)
-        streams = [ScoreStream(n, score_windows(heads, e[None])[0], 0.08) for n, e in bg
+        streams = [ScoreStream(n, detector_scores(heads, e[None])[0], 0.08) for n, e in bg
                    if not (w == "echo" and Path(n).stem in echo_utts)]
         curve = det_curve(pos, streams, 1.0, j)
         frr_dev, fa_dev = curve.at(thr[w])
@@ -112,8 +109,8 @@ def main() -> None:
         real = cached_streams(emb, splits.real_keyword_files("computer_precise")
                               + splits.real_keyword_files("hey_computer"), "real-computer")
         j = words.index("computer")
-        pos = np.array([score_windows(heads, e[None])[0][:, j].max() for _, e in real])
-        streams = [ScoreStream(n, score_windows(heads, e[None])[0], 0.08) for n, e in bg]
+        pos = np.array([detector_scores(heads, e[None])[0][:, j].max() for _, e in real])
+        streams = [ScoreStream(n, detector_scores(heads, e[None])[0], 0.08) for n, e in bg]
         curve = det_curve(pos, streams, 1.0, j)
         print(f"\nreal voices, 'computer' ({pos.size} Precise community clips): FRR "
               f"{100 * frr_at_fa(curve, 0.5)[0]:.1f}% at 0.5 FA/h; at the dev threshold "

@@ -97,6 +97,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--backbone", type=Path, required=True)
     ap.add_argument("--synth", type=Path, required=True, help="synth manifest of the 4 phrases")
+    ap.add_argument("--manifest-extra", type=Path, action="append", default=[],
+                    help="more synth manifests whose negatives (confusables, sentences) to use")
     ap.add_argument("--per-word", type=int, default=2000)
     ap.add_argument("--negatives", type=int, default=6000)
     ap.add_argument("--steps", type=int, default=1500)
@@ -107,7 +109,7 @@ def main() -> None:
     a = ap.parse_args()
     set_threads()
     t0 = time.time()
-    clips = load_manifest_clips([a.synth], WORDS, max_per_word=a.per_word, max_neg=a.negatives)
+    clips = load_manifest_clips([a.synth, *a.manifest_extra], WORDS, max_per_word=a.per_word, max_neg=a.negatives)
     rows, results = [], {}
     backbone, _, _, _ = load_checkpoint(a.backbone)
     emb = BackboneEmbedder(backbone, file_sig(a.backbone))

@@ -17,7 +17,7 @@ from polywake.audio import load_audio
 from polywake.data import splits
 from polywake.evaluate import ScoreStream, det_curve, frr_at_fa
 from polywake.models.heads import WakeWordHeads
-from polywake.train.heads import EmbeddedSet, mine_hard_negatives, score_windows, train_heads
+from polywake.train.heads import EmbeddedSet, detector_scores, mine_hard_negatives, train_heads
 from polywake.train.wakewords import (
     CACHE,
     WordClips,
@@ -41,6 +41,24 @@ class BackboneEmbedder:
 
     def stream(self, audio: np.ndarray) -> np.ndarray:
         return embed_stream(self.backbone, audio)
+
+
+def embedder_for(model_path: Path, backbone_ref: Path | None = None):
+    """(backbone, heads, card, embedder) of a checkpoint. When its backbone is the shipped
+    pretrained one, the embedding caches are shared (same cache key)."""
+    from polywake.models.wakeword import load_checkpoint
+    from polywake.train.wakewords import file_sig
+
+    ref = backbone_ref or Path(__file__).resolve().parents[1] / \
+        "src/polywake/assets/backbone.safetensors"
+    backbone, heads, card, _ = load_checkpoint(model_path)
+    key = file_sig(model_path)
+    if ref.exists():
+        bb_ref = load_checkpoint(ref)[0]
+        if all(torch.equal(x, y) for x, y in zip(backbone.state_dict().values(),
+                                                 bb_ref.state_dict().values(), strict=True)):
+            key = file_sig(ref)
+    return backbone, heads, card, BackboneEmbedder(backbone, key)
 
 
 def cached_streams(embedder, files: list[Path], tag: str) -> list[tuple[str, np.ndarray]]:
@@ -76,8 +94,8 @@ class WordEval:
 
 
 def evaluate_real(heads: WakeWordHeads, words: list[str], folders: dict[str, str], embedder,
-                  thresholds: dict[str, float], extra_negative_folders: tuple[str, ...] = ()
-                  ) -> list[WordEval]:
+                  thresholds: dict[str, float], extra_negative_folders: tuple[str, ...] = (),
+                  held_out_files: dict[str, list[Path]] | None = None) -> list[WordEval]:
     """Positives: real clips of each word. Negatives: eval background + the OTHER words'
     real clips (+ extra folders). FRR read off the DET curve at 0.1/0.5/1 FA/h, and the
     honest operating point: the DEV-calibrated threshold's FRR and FA/h on this eval data."""
@@ -88,15 +106,18 @@ def evaluate_real(heads: WakeWordHeads, words: list[str], folders: dict[str, str
              for s in cached_streams(embedder, splits.real_keyword_files(f), f"real-{f}")]
 
     def scores(streams):
-        return [ScoreStream(n, score_windows(heads, e[None])[0], 0.08) for n, e in streams]
+        return [ScoreStream(n, detector_scores(heads, e[None])[0], 0.08) for n, e in streams]
 
     bg_scores = scores(bg)
     real_scores = {w: scores(s) for w, s in real.items()}
+    # positives of a word: only its held-out clips (enrollment examples are never scored)
+    keep = {w: {str(f) for f in fs} for w, fs in (held_out_files or {}).items()}
     extra_scores = scores(extra)
     out = []
     for w in words:
         j = heads.words.index(w)
-        pos = np.array([s.scores[:, j].max() for s in real_scores[w]])
+        pos = np.array([s.scores[:, j].max() for s in real_scores[w]
+                        if w not in keep or s.path in keep[w]])
         negs = bg_scores + extra_scores + [s for o, ss in real_scores.items() if o != w
                                            for s in ss]
         curve = det_curve(pos, negs, refractory_s=1.0, word_index=j)

@@ -64,8 +64,8 @@ def test_exactness_on_a_tiny_model(tmp_path: Path, speechlike: np.ndarray) -> No
     heads = WakeWordHeads(bb.embed_dim, streaming.WORDS[:5])
     ckpt = save_checkpoint(tmp_path / "m.safetensors", backbone=bb, heads=heads)
     pwk = export_checkpoint(ckpt, tmp_path / "m.pwk")
-    setup = {"backbone": "tiny", "words": 5, "quant": "float32", "ckpt": str(ckpt),
-             "pwk": str(pwk)}
+    setup = {"backbone": "tiny", "words": 5, "quant": "float32", "exact_ckpt": str(ckpt),
+             "exact_pwk": str(pwk)}
     rows = streaming.exactness([setup], np.round(speechlike * 32767).astype(np.int16))
     assert len(rows) == 1 and rows[0][-1] == "**yes**"
     assert float(rows[0][-2]) <= streaming.TOL

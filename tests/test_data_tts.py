@@ -83,3 +83,19 @@ def test_synth_set_small_splits_by_speaker_and_resumes(tmp_path):
     import json
     info = json.loads((out / synth.SUMMARY).read_text())
     assert info["made_now"] == 1 and info["clips"] == len(jobs)
+
+
+def test_prepare_kokoro_keeps_english_voices_only(tmp_path, monkeypatch):
+    monkeypatch.setenv("POLYWAKE_KOKORO_DIR", str(tmp_path / "k"))
+    vdir = tmp_path / "package" / "voices"
+    vdir.mkdir(parents=True)
+    vec = np.arange(510 * 256, dtype="<f4")
+    for name in ("af_heart", "bm_lewis", "jf_alpha", "zm_yunxi"):
+        (vdir / f"{name}.bin").write_bytes(vec.tobytes())
+    (vdir / "af_broken.bin").write_bytes(b"\0" * 10)
+    out = tts.prepare_kokoro(tmp_path)
+    with np.load(out) as z:
+        assert sorted(z.files) == ["af_heart", "bm_lewis"]
+        assert z["af_heart"].shape == (510, 1, 256) and z["af_heart"][1, 0, 0] == 256
+    with pytest.raises(tts.TTSError, match="no English"):
+        tts.prepare_kokoro(tmp_path / "package" / "voices" / "nothing")

@@ -188,7 +188,9 @@ def test_to_mono_16k_arrays(case: tuple[np.ndarray, int]) -> None:
     if rate == SAMPLE_RATE and a.dtype.kind == "f":
         want = a.astype(np.float64)
         want = want.mean(axis=1) if want.ndim == 2 else want
-        np.testing.assert_allclose(y, want.astype(np.float32), rtol=1e-6, atol=1e-30)
+        eps = float(np.finfo(a.dtype).eps)  # mixing channels rounds in the input's precision
+        atol = 8 * eps * float(np.max(np.abs(a), initial=0.0)) + 1e-30
+        np.testing.assert_allclose(y, want.astype(np.float32), rtol=4 * eps, atol=atol)
 
 
 @fuzz(60)
@@ -305,7 +307,7 @@ def audio_files(draw: st.DrawFn) -> dict[str, Any]:
     data = buf.getvalue()
     if kind == "truncated":
         data = data[: draw(st.integers(0, max(0, len(data) - 1)))]
-    elif kind == "bitflip":
+    elif kind == "bitflip" and data:
         b = bytearray(data)
         for _ in range(draw(st.integers(1, 8))):
             i = draw(st.integers(0, len(b) - 1))
@@ -414,10 +416,13 @@ def _good_chunk(rng: np.random.Generator, n: int, dtype: str) -> np.ndarray:
     if rng.random() < 0.3:  # bursts, so the random model's scores move
         x += 0.5 * np.sin(np.arange(n) * rng.uniform(0.02, 0.4))
     x = np.clip(x, -1, 1)
-    if dtype == "int16":
-        return (x * 32767).astype(np.int16)
-    if dtype == "int32":
-        return (x * 2147483647).astype(np.int32)
+    if dtype in ("int16", "int32"):
+        info = np.iinfo(dtype)
+        out = (x * info.max).astype(dtype)
+        if n and rng.random() < 0.3:  # the integer extremes, including min = -(max + 1)
+            idx = rng.integers(0, n, size=max(1, n // 10))
+            out[idx] = rng.choice(np.array([info.min, info.max], dtype), size=idx.size)
+        return out
     return x.astype(dtype)
 
 
@@ -466,6 +471,7 @@ def test_detector_survives_bad_chunks(scorer: OnnxScorer, thresholds: dict[str, 
 def test_detector_any_chunking_gives_the_same_result(scorer: OnnxScorer,
                                                      thresholds: dict[str, float], seed: int,
                                                      sizes: list[int]) -> None:
+    sizes = sizes + ([] if any(sizes) else [1280])  # zero-size chunks alone never finish
     audio = _good_chunk(np.random.default_rng(seed), 5 * SAMPLE_RATE, "float32")
     ref = Detector(scorer, thresholds=thresholds)
     want_rows = ref.scores(audio)
@@ -476,7 +482,9 @@ def test_detector_any_chunking_gives_the_same_result(scorer: OnnxScorer,
         rows.append(det.scores(audio[i:i + n]))
         i += n
         k += 1
-    np.testing.assert_array_equal(np.concatenate(rows), want_rows)
+    # Equal up to float rounding, not bit for bit: numpy's FFT/matmul and onnxruntime's conv
+    # round differently for different batch sizes (~1e-7 seen; docs/RELIABILITY.md).
+    np.testing.assert_allclose(np.concatenate(rows), want_rows, rtol=0, atol=2e-6)
     assert np.all(np.isfinite(want_rows)) and np.all((want_rows >= 0) & (want_rows <= 1))
 
 
@@ -517,9 +525,15 @@ def test_iter_file_on_any_file(workdir: Path, scorer: OnnxScorer, thresholds: di
         return
     assert all(isinstance(d, Detection) and d.word in WORDS for d in found)
     if case["kind"] == "clean" and case["rate"] == SAMPLE_RATE and case["x"].shape[0]:
-        # same as feeding the whole decoded file at once
+        # the same as decoding the whole file and feeding it in the same pieces (1 s blocks cut
+        # into chunk_s chunks): chunking changes scores by float rounding, so keep it equal
         ref = Detector(scorer, thresholds=thresholds)
-        assert found == ref.process(load_audio(path)) + ref.flush()
+        whole, n, want = load_audio(path), max(1, int(chunk_s * SAMPLE_RATE)), []
+        for b in range(0, whole.size, SAMPLE_RATE):
+            block = whole[b:b + SAMPLE_RATE]
+            for i in range(0, block.size, n):
+                want += ref.process(block[i:i + n])
+        assert found == want + ref.flush()
 
 
 def _run_cli(argv: list[str]) -> tuple[int, str, str]:

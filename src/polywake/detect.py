@@ -103,7 +103,8 @@ class Detector:
     ``per_word`` entries give threshold, calibration, duration_s and latency_s.
     ``sensitivity``: 0..1 (one for all words, or per word) mapped through the card's
     calibration to an expected FA/h, then to a threshold (see :mod:`polywake.decisions`).
-    ``smoothing``/``smooth_steps``: "mean", "max" or "none" over the last k score rows.
+    ``smoothing``/``smooth_steps``: "mean", "max" or "none" over the last k score rows
+    (default: the card's ``decision`` entry, else mean over 3).
     ``preroll_s``: seconds of raw audio kept for :meth:`audio_since`.
     ``vad``: False, True (``VoiceActivity("auto")``), a backend name, or a VoiceActivity-like
     object with ``process(chunk) -> bool array`` and ``frame_seconds``.
@@ -113,7 +114,8 @@ class Detector:
     def __init__(self, scorer: StreamingScorer, thresholds: dict[str, float] | None = None,
                  refractory_s: float = 1.0, *, card: Mapping[str, Any] | None = None,
                  sensitivity: float | Mapping[str, float] | None = None,
-                 smoothing: str = "mean", smooth_steps: int = 3, preroll_s: float = 3.0,
+                 smoothing: str | None = None, smooth_steps: int | None = None,
+                 preroll_s: float = 3.0,
                  vad: Any = False, vad_lookback_s: float = 1.0, vad_hangover_s: float = 1.0,
                  suppressed_max: int = 100, **decision_options: Any) -> None:
         self.scorer = scorer
@@ -121,6 +123,13 @@ class Detector:
         if card is None:
             card = getattr(scorer, "card", None)
         self.cards = word_cards_from_card(card, self.words)
+        # The card says which smoothing its thresholds were calibrated on; deciding on another
+        # would shift every operating point.
+        decision = dict((card or {}).get("decision", {}))
+        if smoothing is None:
+            smoothing = str(decision.get("smoothing", "mean"))
+        if smooth_steps is None:
+            smooth_steps = int(decision.get("smooth_steps", 3))
         self.engine = DecisionEngine(
             self.cards, self.step_seconds, thresholds=thresholds, sensitivity=sensitivity,
             smoothing=smoothing, smooth_steps=smooth_steps, refractory_s=refractory_s,

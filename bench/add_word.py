@@ -1,0 +1,183 @@
+"""Issue 10: add a wake word to the default model from k real examples (k = 0: text only).
+
+    python bench/add_word.py --model runs/default/model.safetensors \
+        --synth work_data/synth_bench/manifest.jsonl [--draws 5] [--ks 0 1 3 10]
+
+For jarvis, smart mirror, snowboy, view glass and each k, ``--draws`` random draws (fixed seeds)
+of k real clips are the enrollment examples; FRR is measured on the REMAINING real clips of the
+word (never on an example), false accepts on the eval background + the other phrases' real
+clips. The synthetic part (TTS clips of the phrase: what `polywake add-word` synthesizes) is
+embedded once per word and shared by its runs. Existing words: their head tensors are checked
+bit-identical after each add, and their scores on held-out data re-measured. Also: the
+wall time of a full `add_word()` (k = 10) and the peers' numbers on jarvis (bench/peers.py).
+Writes a learning-curve PNG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from _common import markdown_table  # noqa: E402
+from polywake.audio import load_audio  # noqa: E402
+from polywake.data import splits  # noqa: E402
+from polywake.train.add_word import add_word, real_example_windows  # noqa: E402
+from polywake.train.heads import EmbeddedSet, mine_hard_negatives, train_heads  # noqa: E402
+from polywake.train.pretrain import noise_bank, rir_bank  # noqa: E402
+from polywake.train.wakewords import (  # noqa: E402
+    build_windows,
+    calibrate,
+    chop,
+    load_manifest_clips,
+)
+from polywake.train.windows import window_labels  # noqa: E402
+from wakeword_eval import (  # noqa: E402
+    cached_streams,
+    embedder_for,
+    evaluate_real,
+    set_threads,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+WORDS = dict(splits.REAL_EVAL_PHRASES)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", type=Path, default=ROOT / "src/polywake/assets/default.safetensors")
+    ap.add_argument("--synth", type=Path, default=ROOT / "work_data/synth_bench/manifest.jsonl")
+    ap.add_argument("--backbone-key-from", type=Path,
+                    default=ROOT / "src/polywake/assets/backbone.safetensors")
+    ap.add_argument("--ks", type=int, nargs="+", default=[0, 1, 3, 10])
+    ap.add_argument("--draws", type=int, default=5)
+    ap.add_argument("--words", nargs="+", default=list(WORDS))
+    ap.add_argument("--per-word", type=int, default=1200)
+    ap.add_argument("--negatives", type=int, default=2500)
+    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--out", type=Path, default=ROOT / "work_data/bench/add_word")
+    a = ap.parse_args()
+    set_threads()
+    backbone, base_heads, card, emb = embedder_for(a.model, a.backbone_key_from)
+    noise_tr, noise_dev = noise_bank("train", 10), noise_bank("dev", 8)
+    rirs = rir_bank(24)
+    bg = chop(cached_streams(emb, splits.background_files("train"), "bg-train"), emb.dim)
+    dev_streams = cached_streams(emb, splits.background_files("dev"), "bg-dev")
+    base_state = {k: v.clone() for k, v in base_heads.state_dict().items()}
+    results: list[dict] = []
+    a.out.mkdir(parents=True, exist_ok=True)
+    for word in a.words:
+        folder = WORDS[word]
+        clips = load_manifest_clips([a.synth], [word], max_per_word=a.per_word,
+                                    max_neg=a.negatives)
+        t0 = time.time()
+        tr = build_windows(clips, [word], "train", noise_tr, rirs, a.per_word, a.negatives, 0)
+        synth_set = EmbeddedSet(emb.windows(tr.audio), window_labels(tr, 1), [word])
+        synth_set = synth_set.concat(EmbeddedSet(bg, np.zeros(bg.shape[:2] + (1,), np.int8),
+                                                 [word]))
+        dv = build_windows(clips, [word], "dev", noise_dev, rirs, 150, 0, 1)
+        dv_emb = emb.windows(dv.audio)
+        shared_s = time.time() - t0
+        real_files = splits.real_keyword_files(folder)
+        real_audio = {str(f): load_audio(f) for f in real_files}
+        for k in a.ks:
+            for draw in range(a.draws if k else 1):
+                t1 = time.time()
+                rng = np.random.default_rng([draw, k, len(word)])
+                ex_idx = set(rng.choice(len(real_files), k, replace=False).tolist()) if k else set()
+                examples = [real_audio[str(real_files[i])] for i in sorted(ex_idx)]
+                data = synth_set
+                if examples:
+                    data = data.concat(real_example_windows(backbone, examples, word, clips,
+                                                            noise_tr, rirs, draw))
+                heads = copy.deepcopy(base_heads)
+                heads.add_word(word, seed=draw)
+                weights = None
+                for r in range(2):
+                    train_heads(heads, data, [word], steps=a.steps, seed=draw + r,
+                                neg_weights=weights, progress=False)
+                    if r == 0:
+                        weights = mine_hard_negatives(heads, data, [word])
+                cal = calibrate(heads, [word], {word: dv_emb}, dev_streams, 0.5,
+                                {word: dv.end})[word]
+                untouched = all(torch.equal(heads.state_dict()[k_], v)
+                                for k_, v in base_state.items())
+                held_out = [f for i, f in enumerate(real_files) if i not in ex_idx]
+                ev = evaluate_real(heads, [word], {word: folder}, emb,
+                                   {word: cal["threshold"]}, held_out_files={word: held_out})[0]
+                results.append({"word": word, "k": k, "draw": draw,
+                                "frr_at_0.5": ev.frr_at[0.5], "frr_at_1": ev.frr_at[1.0],
+                                "frr_at_dev_thr": ev.frr_at_dev_threshold,
+                                "fa_at_dev_thr": ev.fa_per_hour_at_dev_threshold,
+                                "eval_clips": ev.positives, "existing_heads_identical": untouched,
+                                "train_s": round(time.time() - t1, 1),
+                                "shared_synth_s": round(shared_s, 1)})
+                print(json.dumps(results[-1]), flush=True)
+        (a.out / "results.json").write_text(json.dumps(results, indent=1))
+    summarize(results, a)
+
+
+def summarize(results: list[dict], a) -> None:
+    rows = []
+    for word in a.words:
+        for k in a.ks:
+            r = [x for x in results if x["word"] == word and x["k"] == k]
+            if not r:
+                continue
+            f = np.array([x["frr_at_0.5"] for x in r])
+            rows.append([word, str(k), str(len(r)), f"{100 * f.mean():.1f}% ± {100 * f.std():.1f}",
+                         f"{100 * np.mean([x['frr_at_dev_thr'] for x in r]):.1f}%",
+                         f"{np.mean([x['fa_at_dev_thr'] for x in r]):.2f}",
+                         f"{np.mean([x['train_s'] for x in r]):.0f}",
+                         "yes" if all(x["existing_heads_identical"] for x in r) else "NO"])
+    for k in a.ks:
+        r = [x for x in results if x["k"] == k]
+        if r:
+            rows.append(["**mean**", str(k), str(len(r)),
+                         f"**{100 * np.mean([x['frr_at_0.5'] for x in r]):.1f}%**",
+                         f"{100 * np.mean([x['frr_at_dev_thr'] for x in r]):.1f}%",
+                         f"{np.mean([x['fa_at_dev_thr'] for x in r]):.2f}", "", ""])
+    print(markdown_table(["word", "k real", "draws", "FRR @0.5 FA/h (mean ± sd)",
+                          "FRR @dev thr", "FA/h @dev thr", "s per add", "existing heads "
+                          "bit-identical"], rows))
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for word in a.words:
+        ks = [k for k in a.ks if any(x["word"] == word and x["k"] == k for x in results)]
+        m = [100 * np.mean([x["frr_at_0.5"] for x in results if x["word"] == word
+                            and x["k"] == k]) for k in ks]
+        ax.plot(ks, m, marker="o", label=word)
+    ax.set_xlabel("real examples k (0 = text only)")
+    ax.set_ylabel("FRR at 0.5 FA/h on held-out real clips (%)")
+    ax.set_title("polywake add-word learning curve")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    out = ROOT / "docs" / "add_word_learning_curve.png"
+    fig.savefig(out, dpi=110)
+    print(f"\nlearning curve: {out}")
+
+
+def time_full_add(model: Path, synth: Path, word: str = "jarvis", k: int = 10) -> dict:
+    """Wall time of one complete add_word() call (data build + train + calibrate + save)."""
+    clips = load_manifest_clips([synth], [word], max_per_word=1200, max_neg=2500)
+    ex = [load_audio(f) for f in splits.real_keyword_files(WORDS[word])[:k]]
+    _, t = add_word(model, word, Path("/tmp/polywake_add_word_timing.safetensors"),
+                    examples=ex, clips=clips, progress=False)
+    return t
+
+
+if __name__ == "__main__":
+    main()
