@@ -74,12 +74,15 @@ def main() -> None:
     set_threads()
     backbone, heads, card, emb = embedder_for(a.model)
     words = heads.words
+    # Score as the Detector will decide: the card's smoothing (mean of 3 when it names none).
+    decision = card.get("decision", {"smoothing": "mean", "smooth_steps": 3})
+    print(f"decision smoothing: {decision}")
     clips = load_manifest_clips([a.synth], words, max_per_word=100000, max_neg=1)
     test = {w: clips.positives[w].get("test", []) for w in words}
     noise = NoiseBank.from_arrays([load_audio(f)[: 60 * SAMPLE_RATE]
                                    for f in splits.background_files("eval")[::4]])
     audio, wid = test_windows(test, noise, a.snr)
-    probs = detector_scores(heads, emb.windows(audio))
+    probs = detector_scores(heads, emb.windows(audio), decision)
     bg = cached_streams(emb, splits.background_files("eval"), "bg-eval")
     echo_utts = splits.files_containing("echo")
     thr = {w: card["per_word"][w]["threshold"] for w in words}
@@ -87,7 +90,7 @@ def main() -> None:
     for j, w in enumerate(words):
         pos = probs[wid == j, :, j].max(1)
         pos_max[w] = probs[wid == j].max(1)
-        streams = [ScoreStream(n, detector_scores(heads, e[None])[0], 0.08) for n, e in bg
+        streams = [ScoreStream(n, detector_scores(heads, e[None], decision)[0], 0.08) for n, e in bg
                    if not (w == "echo" and Path(n).stem in echo_utts)]
         curve = det_curve(pos, streams, 1.0, j)
         frr_dev, fa_dev = curve.at(thr[w])
@@ -109,13 +112,13 @@ def main() -> None:
         real = cached_streams(emb, splits.real_keyword_files("computer_precise")
                               + splits.real_keyword_files("hey_computer"), "real-computer")
         j = words.index("computer")
-        pos = np.array([detector_scores(heads, e[None])[0][:, j].max() for _, e in real])
-        streams = [ScoreStream(n, detector_scores(heads, e[None])[0], 0.08) for n, e in bg]
+        pos = np.array([detector_scores(heads, e[None], decision)[0][:, j].max() for _, e in real])
+        streams = [ScoreStream(n, detector_scores(heads, e[None], decision)[0], 0.08) for n, e in bg]
         curve = det_curve(pos, streams, 1.0, j)
         print(f"\nreal voices, 'computer' ({pos.size} Precise community clips): FRR "
               f"{100 * frr_at_fa(curve, 0.5)[0]:.1f}% at 0.5 FA/h; at the dev threshold "
               f"FRR {100 * curve.at(thr['computer'])[0]:.1f}%")
-    pwk = a.model.with_suffix(".pwk")
+    pwk = a.model.with_name(a.model.name.replace(".safetensors", ".pwk"))
     if pwk.exists():
         print(f"\nCPU s per audio s, {len(words)} words, whole detector ({pwk.name}, onnxruntime,"
               f" 1 thread): {cpu_per_audio_second(pwk):.4f}")

@@ -4,8 +4,8 @@ Contract under test: any input gives a correct result or a :class:`PolywakeError
 is non-empty and names the file (when there is one), never another exception type; a running
 :class:`Detector` that is handed a bad chunk raises that error and is unchanged by it.
 
-Example counts are sized so the whole file runs in ~15 s on a loaded 2-core machine; raise them
-with ``HYPOTHESIS_PROFILE``-style edits or ``--hypothesis-seed`` runs (docs/RELIABILITY.md).
+Example counts are sized so the whole file runs in ~15 s on a loaded 2-core machine;
+``POLYWAKE_FUZZ_SCALE=20`` multiplies them for a longer campaign (docs/RELIABILITY.md).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,9 +47,13 @@ FUZZ = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                       HealthCheck.filter_too_much])
 
 
+# POLYWAKE_FUZZ_SCALE=20 runs 20x the examples (a longer campaign; docs/RELIABILITY.md).
+SCALE = float(os.environ.get("POLYWAKE_FUZZ_SCALE", "1"))
+
+
 def fuzz(n: int) -> settings:
-    """Hypothesis settings with ``n`` examples (see docs/RELIABILITY.md for the counts)."""
-    return settings(FUZZ, max_examples=n)
+    """Hypothesis settings with ``n`` examples (times POLYWAKE_FUZZ_SCALE)."""
+    return settings(FUZZ, max_examples=max(1, round(n * SCALE)))
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 

@@ -42,8 +42,13 @@ FUZZ = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                       HealthCheck.data_too_large])
 
 
+# POLYWAKE_FUZZ_SCALE=20 runs 20x the examples (a longer campaign; docs/RELIABILITY.md).
+SCALE = float(os.environ.get("POLYWAKE_FUZZ_SCALE", "1"))
+
+
 def fuzz(n: int) -> settings:
-    return settings(FUZZ, max_examples=n)
+    """Hypothesis settings with ``n`` examples (times POLYWAKE_FUZZ_SCALE)."""
+    return settings(FUZZ, max_examples=max(1, round(n * SCALE)))
 
 
 def make_tiny_model(folder: Path, words: list[str] = WORDS, seed: int = 0) -> tuple[Path, Path]:

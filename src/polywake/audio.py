@@ -30,15 +30,42 @@ class AudioError(PolywakeError, ValueError):
     """Audio that polywake cannot use; the message says why and what to do."""
 
 
+# Float audio is nominally in [-1, 1]; a little above is clipping, far above is not audio
+# (and would overflow float32 power in the front end).
+MAX_FLOAT_AMPLITUDE = 1000.0
+
+
+def as_float_samples(samples, *, what: str = "audio") -> np.ndarray:
+    """Any numeric array-like -> float32 of the same shape, integers scaled to [-1, 1)
+    (signed: / 2^(bits-1); unsigned: offset 2^(bits-1) removed first). Rejects ragged input,
+    NaN/inf and absurd amplitudes with an :class:`AudioError`; never mutates its input."""
+    try:
+        a = np.asarray(samples)
+    except (ValueError, TypeError) as e:
+        raise AudioError(f"{what}: not an array of samples ({e})") from e
+    if a.dtype.kind not in "iuf":
+        raise AudioError(f"{what}: samples must be numeric, got dtype {a.dtype}")
+    if a.dtype.kind in "iu":
+        half = float(2 ** (8 * a.dtype.itemsize - 1))
+        offset = half if a.dtype.kind == "u" else 0.0
+        return ((a.astype(np.float64) - offset) / half).astype(np.float32)
+    if a.size:
+        if not np.all(np.isfinite(a)):
+            raise AudioError(f"{what}: contains NaN or infinite samples")
+        peak = float(np.max(np.abs(a)))
+        if peak > MAX_FLOAT_AMPLITUDE:
+            raise AudioError(f"{what}: float samples reach {peak:.3g}; audio is expected in "
+                             "[-1, 1] (scale integer PCM by its full scale)")
+    return a.astype(np.float32, copy=False)
+
+
 def to_mono_16k(samples: np.ndarray, sample_rate: int, *, what: str = "audio") -> np.ndarray:
     """Convert an array shaped (n,) or (n, channels) at any rate to float32 mono 16 kHz.
 
     Integer arrays are scaled to [-1, 1]; NaN/inf are rejected rather than silently zeroed,
     because they mean the producer is broken.
     """
-    a = np.asarray(samples)
-    if a.dtype.kind not in "iuf":
-        raise AudioError(f"{what}: samples must be numeric, got dtype {a.dtype}")
+    a = as_float_samples(samples, what=what)
     if not isinstance(sample_rate, (int, np.integer)) or not MIN_RATE <= sample_rate <= MAX_RATE:
         raise AudioError(
             f"{what}: unsupported sample rate {sample_rate!r} (need {MIN_RATE}..{MAX_RATE} Hz)"
@@ -55,19 +82,14 @@ def to_mono_16k(samples: np.ndarray, sample_rate: int, *, what: str = "audio") -
             f"{what}: {a.shape[0] / sample_rate / 3600:.1f} h in one call is more than "
             f"{MAX_SECONDS // 3600} h; stream it through Detector.process() in chunks instead"
         )
-    if a.dtype.kind in "iu":
-        info = np.iinfo(a.dtype)
-        scale = float(max(abs(info.min), info.max))
-        offset = 0.0 if a.dtype.kind == "i" else (info.max + 1) / 2.0
-        a = (a.astype(np.float64) - offset) / scale
-    elif not np.all(np.isfinite(a)):
-        raise AudioError(f"{what}: contains NaN or infinite samples")
     if a.ndim == 2:
         a = a.mean(axis=1)
     a = a.astype(np.float32, copy=False)
     if sample_rate != SAMPLE_RATE:
         # soxr: a real band-limited resampler (VHQ), much better than linear interpolation.
         a = soxr.resample(a, sample_rate, SAMPLE_RATE, quality="HQ").astype(np.float32)
+        if a.size == 0:
+            raise AudioError(f"{what}: too short to resample to {SAMPLE_RATE} Hz (no samples)")
     return np.ascontiguousarray(a)
 
 

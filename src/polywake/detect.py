@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .audio import SAMPLE_RATE, AudioError, iter_audio_blocks
+from .audio import SAMPLE_RATE, AudioError, as_float_samples, iter_audio_blocks
 from .decisions import DecisionEngine, Suppressed, word_cards_from_card
 from .features import HOP, N_MELS, WIN, StreamingLogMel
 from .scoring import StreamingScorer
@@ -214,15 +214,9 @@ class Detector:
 
     # -- scoring -----------------------------------------------------------------------------
     def _check(self, chunk: np.ndarray) -> np.ndarray:
-        x = np.asarray(chunk)
+        x = as_float_samples(chunk, what="process() chunk")
         if x.ndim != 1:
             raise AudioError(f"process() takes mono 16 kHz samples shaped (n,), got {x.shape}")
-        if x.dtype.kind in "iu":
-            x = x.astype(np.float32) / float(np.iinfo(x.dtype).max)
-        elif x.dtype.kind != "f":
-            raise AudioError(f"process() takes numeric samples, got dtype {x.dtype}")
-        if x.size and not np.all(np.isfinite(x)):
-            raise AudioError("chunk contains NaN or infinite samples")
         return x.astype(np.float32, copy=False)
 
     def scores(self, chunk: np.ndarray) -> np.ndarray:

@@ -66,12 +66,27 @@ def read_pwk(path: str | os.PathLike) -> tuple[dict, bytes]:
     try:
         header = json.loads(raw[start: start + hlen])
         card, want = header["card"], header["sha256"]
-    except (ValueError, KeyError, TypeError) as e:
-        raise ModelFileError(f"{p}: corrupt model header ({e})") from e
+    except (ValueError, KeyError, TypeError, RecursionError) as e:
+        raise ModelFileError(f"{p}: corrupt model header ({type(e).__name__})") from e
+    if not isinstance(card, dict) or not isinstance(want, str):
+        raise ModelFileError(f"{p}: corrupt model header (card is not an object)")
     payload = raw[start + hlen:]
     if _digest(card, payload) != want:
         raise ModelFileError(f"{p}: checksum mismatch: the file is truncated or was modified")
     return card, payload
+
+
+def _check_card(path: Path, card: dict) -> tuple[list[str], int]:
+    """The fields every runtime needs, validated so a bad card is a clear error, not a crash."""
+    words = card.get("words")
+    if (not isinstance(words, list) or not words
+            or not all(isinstance(w, str) and w.strip() for w in words)
+            or len(set(words)) != len(words)):
+        raise ModelFileError(f"{path}: the model card has no valid 'words' list")
+    fps = card.get("frames_per_step")
+    if not isinstance(fps, int) or isinstance(fps, bool) or not 1 <= fps <= 1000:
+        raise ModelFileError(f"{path}: the model card's frames_per_step {fps!r} is invalid")
+    return list(words), fps
 
 
 class OnnxScorer:
@@ -94,11 +109,15 @@ class OnnxScorer:
             self.session = ort.InferenceSession(payload, opts, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises several private exception types
             raise ModelFileError(f"{self.path}: onnxruntime cannot load the graph ({e})") from e
-        self.words: list[str] = list(self.card["words"])
-        self.frames_per_step: int = int(self.card["frames_per_step"])
+        self.words, self.frames_per_step = _check_card(self.path, self.card)
         self._state_inputs = [i for i in self.session.get_inputs() if i.name.startswith("state_")]
         self._state_shapes = [tuple(int(d) for d in i.shape) for i in self._state_inputs]
         self._outputs = ["probs"] + [f"new_{i.name}" for i in self._state_inputs]
+        probs = [o for o in self.session.get_outputs() if o.name == "probs"]
+        n_out = probs[0].shape[-1] if probs else None
+        if not probs or (isinstance(n_out, int) and n_out != len(self.words)):
+            raise ModelFileError(f"{self.path}: the graph scores {n_out} words but the card "
+                                 f"names {len(self.words)}")
 
     def new_state(self) -> list[np.ndarray]:
         return [np.zeros(s, np.float32) for s in self._state_shapes]

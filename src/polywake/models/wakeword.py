@@ -14,6 +14,17 @@ from .backbone import Backbone, BackboneConfig
 from .heads import WakeWordHeads
 
 CHECKPOINT_FORMAT = "1"
+MAX_CHECKPOINT_BYTES = 256 * 1024 * 1024
+
+
+def _tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for k in sorted(tensors):
+        h.update(k.encode())
+        h.update(tensors[k].contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 class WakeWordModel(nn.Module):
@@ -71,6 +82,8 @@ def save_checkpoint(path: str | Path, *, backbone: Backbone,
                                     "context": heads.context})
     for k, v in (extra_tensors or {}).items():
         tensors[f"extra.{k}"] = v.detach().contiguous()
+    # safetensors has no checksum of its own: a flipped bit would load as other weights.
+    meta["sha256"] = _tensor_digest(tensors)
     return atomic_write_bytes(path, save(tensors, metadata=meta))
 
 
@@ -83,18 +96,24 @@ def load_checkpoint(path: str | Path) -> tuple[Backbone, WakeWordHeads | None, d
     p = Path(path)
     if not p.is_file():
         raise ModelFileError(f"{p}: no such model file")
+    size = p.stat().st_size
+    if size > MAX_CHECKPOINT_BYTES:
+        raise ModelFileError(f"{p}: {size} bytes is too large for a polywake checkpoint")
     try:
         raw = p.read_bytes()
         tensors = load(raw)
         header_len = int.from_bytes(raw[:8], "little")
         meta = json.loads(raw[8:8 + header_len]).get("__metadata__", {})
-    except (SafetensorError, ValueError, OSError) as e:
+    except (SafetensorError, ValueError, OSError, RecursionError, AttributeError) as e:
         raise ModelFileError(f"{p}: not a readable polywake checkpoint ({e})") from e
-    if meta.get("polywake_format") != CHECKPOINT_FORMAT:
-        raise ModelFileError(f"{p}: checkpoint format {meta.get('polywake_format')!r}, "
+    if not isinstance(meta, dict) or meta.get("polywake_format") != CHECKPOINT_FORMAT:
+        got = meta.get("polywake_format") if isinstance(meta, dict) else None
+        raise ModelFileError(f"{p}: checkpoint format {got!r}, "
                              f"this polywake reads format {CHECKPOINT_FORMAT}")
-    backbone = Backbone(BackboneConfig.from_dict(json.loads(meta["backbone_config"])))
+    if "sha256" in meta and meta["sha256"] != _tensor_digest(tensors):
+        raise ModelFileError(f"{p}: checksum mismatch: the tensors were modified or damaged")
     try:
+        backbone = Backbone(BackboneConfig.from_dict(json.loads(meta["backbone_config"])))
         backbone.load_state_dict({k[9:]: v for k, v in tensors.items()
                                   if k.startswith("backbone.")})
         heads = None
@@ -103,7 +122,12 @@ def load_checkpoint(path: str | Path) -> tuple[Backbone, WakeWordHeads | None, d
             heads = WakeWordHeads(backbone.embed_dim, h["words"], h["hidden"], h["context"])
             heads.load_state_dict({k[6:]: v for k, v in tensors.items()
                                    if k.startswith("heads.")})
-    except (RuntimeError, KeyError) as e:
-        raise ModelFileError(f"{p}: tensors do not match the stored config ({e})") from e
+        card = json.loads(meta.get("card", "{}"))
+        if not isinstance(card, dict):
+            raise TypeError("card is not an object")
+    except (RuntimeError, KeyError, ValueError, TypeError, AttributeError, IndexError,
+            RecursionError, ZeroDivisionError) as e:
+        raise ModelFileError(f"{p}: metadata and tensors do not describe a valid model "
+                             f"({type(e).__name__}: {e})") from e
     extra = {k[6:]: v for k, v in tensors.items() if k.startswith("extra.")}
-    return backbone.eval(), heads, json.loads(meta.get("card", "{}")), extra
+    return backbone.eval(), heads, card, extra
