@@ -64,7 +64,19 @@ def main() -> None:
     ap.add_argument("--negatives", type=int, default=2500)
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--out", type=Path, default=ROOT / "work_data/bench/add_word")
+    ap.add_argument("--summarize", type=Path, nargs="+", metavar="RESULTS_JSON",
+                    help="only merge results.json files of earlier (parallel) runs")
+    ap.add_argument("--time-full", action="store_true",
+                    help="also time one complete add_word() call (jarvis, k=10)")
     a = ap.parse_args()
+    if a.summarize:
+        results = [r for f in a.summarize for r in json.loads(f.read_text())]
+        a.words = [w for w in WORDS if any(r["word"] == w for r in results)]
+        summarize(results, a)
+        if a.time_full:
+            print("full add_word() call (jarvis, k=10, 1 thread):",
+                  time_full_add(a.model, a.synth))
+        return
     set_threads()
     backbone, base_heads, card, emb = embedder_for(a.model, a.backbone_key_from)
     noise_tr, noise_dev = noise_bank("train", 10), noise_bank("dev", 8)

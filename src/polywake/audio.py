@@ -30,13 +30,14 @@ class AudioError(PolywakeError, ValueError):
     """Audio that polywake cannot use; the message says why and what to do."""
 
 
-# Float audio is nominally in [-1, 1]; a little above is clipping, far above is not audio
-# (and would overflow float32 power in the front end).
-MAX_FLOAT_AMPLITUDE = 1000.0
+# Float audio is nominally in [-1, 1]; a little above is clipping. Beyond this the front end's
+# float32 power spectrum would overflow to inf/NaN (~1e17), so it is refused, not computed.
+MAX_FLOAT_AMPLITUDE = 1e8
 
 
 def as_float_samples(samples, *, what: str = "audio") -> np.ndarray:
-    """Any numeric array-like -> float32 of the same shape, integers scaled to [-1, 1)
+    """Any numeric array-like -> a float array of the same shape (float input keeps its
+    precision, so channel mixing happens before rounding), integers scaled to [-1, 1)
     (signed: / 2^(bits-1); unsigned: offset 2^(bits-1) removed first). Rejects ragged input,
     NaN/inf and absurd amplitudes with an :class:`AudioError`; never mutates its input."""
     try:
@@ -48,7 +49,7 @@ def as_float_samples(samples, *, what: str = "audio") -> np.ndarray:
     if a.dtype.kind in "iu":
         half = float(2 ** (8 * a.dtype.itemsize - 1))
         offset = half if a.dtype.kind == "u" else 0.0
-        return ((a.astype(np.float64) - offset) / half).astype(np.float32)
+        return (a.astype(np.float64) - offset) / half
     if a.size:
         if not np.all(np.isfinite(a)):
             raise AudioError(f"{what}: contains NaN or infinite samples")
@@ -56,7 +57,7 @@ def as_float_samples(samples, *, what: str = "audio") -> np.ndarray:
         if peak > MAX_FLOAT_AMPLITUDE:
             raise AudioError(f"{what}: float samples reach {peak:.3g}; audio is expected in "
                              "[-1, 1] (scale integer PCM by its full scale)")
-    return a.astype(np.float32, copy=False)
+    return a
 
 
 def to_mono_16k(samples: np.ndarray, sample_rate: int, *, what: str = "audio") -> np.ndarray:

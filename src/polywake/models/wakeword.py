@@ -17,10 +17,12 @@ CHECKPOINT_FORMAT = "1"
 MAX_CHECKPOINT_BYTES = 256 * 1024 * 1024
 
 
-def _tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
+def _tensor_digest(tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> str:
+    """SHA-256 over the metadata (card, configs; all but the digest itself) and the tensors."""
     import hashlib
 
-    h = hashlib.sha256()
+    h = hashlib.sha256(json.dumps({k: v for k, v in meta.items() if k != "sha256"},
+                                  sort_keys=True).encode())
     for k in sorted(tensors):
         h.update(k.encode())
         h.update(tensors[k].contiguous().view(-1).view(torch.uint8).numpy().tobytes())
@@ -83,7 +85,7 @@ def save_checkpoint(path: str | Path, *, backbone: Backbone,
     for k, v in (extra_tensors or {}).items():
         tensors[f"extra.{k}"] = v.detach().contiguous()
     # safetensors has no checksum of its own: a flipped bit would load as other weights.
-    meta["sha256"] = _tensor_digest(tensors)
+    meta["sha256"] = _tensor_digest(tensors, meta)
     return atomic_write_bytes(path, save(tensors, metadata=meta))
 
 
@@ -110,8 +112,8 @@ def load_checkpoint(path: str | Path) -> tuple[Backbone, WakeWordHeads | None, d
         got = meta.get("polywake_format") if isinstance(meta, dict) else None
         raise ModelFileError(f"{p}: checkpoint format {got!r}, "
                              f"this polywake reads format {CHECKPOINT_FORMAT}")
-    if "sha256" in meta and meta["sha256"] != _tensor_digest(tensors):
-        raise ModelFileError(f"{p}: checksum mismatch: the tensors were modified or damaged")
+    if "sha256" in meta and meta["sha256"] != _tensor_digest(tensors, meta):
+        raise ModelFileError(f"{p}: checksum mismatch: the file was modified or damaged")
     try:
         backbone = Backbone(BackboneConfig.from_dict(json.loads(meta["backbone_config"])))
         backbone.load_state_dict({k[9:]: v for k, v in tensors.items()

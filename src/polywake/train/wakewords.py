@@ -213,7 +213,7 @@ def train_model(backbone_path: Path, clips: WordClips, words: list[str], out_dir
                 per_word: int = 2500, n_neg: int = 10000, steps: int = 1500,
                 mining_rounds: int = 2, fa_target: float = DEFAULT_FA_TARGET, seed: int = 0,
                 command: str = "", bg_max_files: int | None = None,
-                noise_minutes: float = 25.0) -> Path:
+                noise_minutes: float = 25.0, hidden: int = 16) -> Path:
     t0 = time.time()
     torch.manual_seed(seed)
     backbone, _, bb_card, _ = load_checkpoint(backbone_path)
@@ -233,7 +233,7 @@ def train_model(backbone_path: Path, clips: WordClips, words: list[str], out_dir
                                                        np.int8), words))
     dv_emb = embed(backbone, dv.audio)
     dev_streams = background_streams(backbone, "dev", key, bg_max_files)
-    heads = WakeWordHeads(backbone.embed_dim)
+    heads = WakeWordHeads(backbone.embed_dim, hidden=hidden)
     for i, w in enumerate(words):
         heads.add_word(w, seed=seed * 100 + i)
     weights = None
@@ -289,6 +289,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mining-rounds", type=int, default=2)
     p.add_argument("--fa-target", type=float, default=DEFAULT_FA_TARGET)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--hidden", type=int, default=16, help="hidden units per word head "
+                   "(8 for the tiny model: <= 50k parameters with five words)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (1: on a shared 2-core CPU more threads spin and slow down)")
 
@@ -299,7 +301,7 @@ def run(args: argparse.Namespace) -> int:
     clips = load_manifest_clips(args.manifest, words, seed=args.seed)
     train_model(args.backbone, clips, words, args.out, per_word=args.per_word,
                 n_neg=args.negatives, steps=args.steps, mining_rounds=args.mining_rounds,
-                fa_target=args.fa_target, seed=args.seed,
+                fa_target=args.fa_target, seed=args.seed, hidden=args.hidden,
                 command="polywake train " + " ".join(sys.argv[2:]))
     return 0
 

@@ -1,0 +1,56 @@
+"""add-word / remove-word on a tiny model: existing words stay bit-identical."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from polywake.models.backbone import TINY, Backbone
+from polywake.models.heads import WakeWordHeads
+from polywake.models.wakeword import load_checkpoint, save_checkpoint
+from polywake.train import wakewords
+from polywake.train.add_word import add_word, remove_word
+from polywake.train.wakewords import WordClips
+
+
+def _tones(f: float, n: int = 4) -> list[np.ndarray]:
+    t = np.arange(8000) / 16000
+    return [(0.3 * np.sin(2 * np.pi * (f + 7 * v) * t)).astype(np.float32) for v in range(n)]
+
+
+@pytest.mark.slow
+def test_add_then_remove_word_keeps_existing_heads(tmp_path: Path, monkeypatch) -> None:
+    torch.set_num_threads(1)
+    monkeypatch.setattr(wakewords, "CACHE", tmp_path / "cache")
+    torch.manual_seed(0)
+    bb = Backbone(TINY).eval()
+    base = save_checkpoint(tmp_path / "base.safetensors", backbone=bb,
+                           heads=WakeWordHeads(bb.embed_dim, ["alexa", "echo"], hidden=8),
+                           card={"words": ["alexa", "echo"], "per_word": {}})
+    rng = np.random.default_rng(0)
+    clips = WordClips(positives={"hey jarvis": {"train": _tones(700), "dev": _tones(720)}},
+                      negatives={"train": [rng.standard_normal(6000).astype(np.float32) * 0.1]})
+    examples = _tones(710, 2)
+    out, timings = add_word(base, "Hey  Jarvis", tmp_path / "added.safetensors",
+                            examples=examples, clips=clips, per_word=10, n_neg=4, steps=15,
+                            mining_rounds=1, bg_max_files=1, noise_minutes=0.1, progress=False)
+    _, before, _, _ = load_checkpoint(base)
+    _, after, card, _ = load_checkpoint(out)
+    assert after.words == ["alexa", "echo", "hey jarvis"]
+    for name, t in before.state_dict().items():
+        torch.testing.assert_close(after.state_dict()[name], t, rtol=0, atol=0)
+    entry = card["per_word"]["hey jarvis"]
+    assert entry["real_examples"] == 2 and "threshold" in entry and timings["total_s"] >= 0
+    with pytest.raises(SystemExit, match="already"):
+        add_word(out, "hey jarvis", tmp_path / "again.safetensors", clips=clips)
+
+    removed = remove_word(out, "echo", tmp_path / "removed.safetensors")
+    _, rheads, rcard, _ = load_checkpoint(removed)
+    assert rheads.words == ["alexa", "hey jarvis"] and "echo" not in rcard.get("per_word", {})
+    emb = torch.randn(1, 10, bb.embed_dim)
+    with torch.no_grad():
+        torch.testing.assert_close(rheads(emb)[..., 1], after(emb)[..., 2])
+        torch.testing.assert_close(rheads(emb)[..., 0], after(emb)[..., 0])
