@@ -14,6 +14,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,8 +23,9 @@ from typing import Any
 import numpy as np
 import pytest
 import soundfile as sf
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
+from hypothesis.control import currently_in_test_context
 
 from polywake.audio import (
     MAX_CHANNELS,
@@ -104,10 +106,20 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("fuzz")
 
 
+# The open bug pinned by test_iter_file_names_the_file_for_absurd_float_samples: on the
+# streaming path an absurd float sample is refused by Detector.process, whose message cannot
+# name the file. The fuzz tests let exactly this message through without the file name (and
+# count it as a hypothesis event) so they keep guarding everything else.
+KNOWN_GAP = "process() chunk: float samples reach"
+
+
 def assert_clear(err: BaseException, path: Path | None = None) -> None:
     assert isinstance(err, PolywakeError), f"{type(err).__name__}: {err}"
     msg = str(err)
     assert msg.strip(), "empty error message"
+    if path is not None and msg.startswith(KNOWN_GAP) and currently_in_test_context():
+        event("known gap: file not named (absurd float sample, streaming path)")
+        return
     if path is not None:
         assert str(path) in msg, f"message does not name the file: {msg}"
 
@@ -134,7 +146,7 @@ BAD_RATES: list[Any] = [0, -16000, 1, MIN_RATE - 1, MAX_RATE + 1, 16000.0, 2**40
 def sample_arrays(draw: st.DrawFn, *, specials: bool = True, max_n: int = 2500
                   ) -> tuple[np.ndarray, int]:
     """(array shaped (n,) or (n, ch), rate). Integers may be at their extremes; floats may hold
-    NaN/inf (if ``specials``) and values up to +-1e6 (beyond that see the xfail tests)."""
+    NaN/inf (if ``specials``) and values up to +-1e9 (may be refused when far above 1)."""
     dtype = np.dtype(draw(st.sampled_from(INT_DTYPES + FLOAT_DTYPES)))
     n = draw(st.one_of(st.sampled_from([0, 1, 2, 3]), st.integers(4, max_n)))
     ch = draw(st.one_of(st.none(), st.integers(1, 8)))
@@ -155,7 +167,7 @@ def sample_arrays(draw: st.DrawFn, *, specials: bool = True, max_n: int = 2500
             s = s if ch is None else np.repeat(s[:, None], ch, 1)
             a = (mid + 0.45 * (int(info.max) - int(info.min)) * s).astype(dtype)
     else:
-        scale = draw(st.sampled_from([1e-30, 1e-3, 1.0, 100.0, 1e6]))
+        scale = draw(st.sampled_from([1e-30, 1e-3, 1.0, 100.0, 1e6, 1e9]))
         a = (scale * rng.uniform(-1, 1, size=shape)).astype(dtype)
         if fill == "zeros":
             a[...] = 0
@@ -172,15 +184,20 @@ def sample_arrays(draw: st.DrawFn, *, specials: bool = True, max_n: int = 2500
 def test_to_mono_16k_arrays(case: tuple[np.ndarray, int]) -> None:
     a, rate = case
     bad_value = a.dtype.kind == "f" and not np.all(np.isfinite(a))
+    # Float audio is nominally in [-1, 1]; far above (MAX_FLOAT_AMPLITUDE) may be refused.
+    loud = a.dtype.kind == "f" and a.size > 0 and not bad_value \
+        and float(np.max(np.abs(a.astype(np.float64)))) > 1.0
+    too_short = a.shape[0] * SAMPLE_RATE / rate < 0.5  # less than one sample at 16 kHz
     try:
         y = to_mono_16k(a, rate)
     except Exception as e:  # noqa: BLE001
         assert_clear(e)
-        assert a.shape[0] == 0 or bad_value, f"refused good audio: {e}"
+        assert too_short or bad_value or loud, f"refused good audio: {e}"
         if bad_value:
             assert "NaN" in str(e)
         return
     assert not bad_value, "NaN/inf was accepted"
+    assert y.size > 0, "empty result instead of an error"
     assert y.dtype == np.float32 and y.ndim == 1 and y.flags.c_contiguous
     assert np.all(np.isfinite(y))
     n = a.shape[0]
@@ -193,7 +210,8 @@ def test_to_mono_16k_arrays(case: tuple[np.ndarray, int]) -> None:
     if rate == SAMPLE_RATE and a.dtype.kind == "f":
         want = a.astype(np.float64)
         want = want.mean(axis=1) if want.ndim == 2 else want
-        eps = float(np.finfo(a.dtype).eps)  # mixing channels rounds in the input's precision
+        # mixing channels rounds in the input's precision, the result in float32's
+        eps = max(float(np.finfo(a.dtype).eps), float(np.finfo(np.float32).eps))
         atol = 8 * eps * float(np.max(np.abs(a), initial=0.0)) + 1e-30
         np.testing.assert_allclose(y, want.astype(np.float32), rtol=4 * eps, atol=atol)
 
@@ -230,11 +248,9 @@ def test_to_mono_16k_rejects_what_is_not_audio(data: st.DataObject) -> None:
     assert "mic" in str(info.value)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: to_mono_16k checks isfinite before casting to "
-                   "float32 and resampling: float64 beyond float32 range becomes inf, and huge "
-                   "float32 through soxr becomes NaN")
 @pytest.mark.parametrize("case", ["f64_1e300", "f64_stereo_max", "f32_max_resampled"])
 def test_to_mono_16k_huge_floats_do_not_become_inf(case: str) -> None:
+    """Was bug 1 (docs/RELIABILITY.md): inf/NaN out of finite input."""
     a, rate = {
         "f64_1e300": (np.full(400, 1e300), 16000),
         "f64_stereo_max": (np.full((400, 2), 1.7e308), 16000),
@@ -245,10 +261,9 @@ def test_to_mono_16k_huge_floats_do_not_become_inf(case: str) -> None:
         assert np.all(np.isfinite(y)), "to_mono_16k returned inf/NaN samples"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: np.asarray of a ragged sequence raises a bare "
-                   "ValueError in to_mono_16k and Detector._check instead of AudioError")
 @pytest.mark.parametrize("where", ["to_mono_16k", "Detector.process"])
 def test_ragged_sequences_are_a_clear_error(where: str, scorer: OnnxScorer) -> None:
+    """Was bug 2: a bare ValueError from np.asarray."""
     ragged = [[0.1], [0.1, 0.2]]
     with pytest.raises(AudioError):
         if where == "to_mono_16k":
@@ -257,10 +272,8 @@ def test_ragged_sequences_are_a_clear_error(where: str, scorer: OnnxScorer) -> N
             Detector(scorer).process(ragged)  # type: ignore[arg-type]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: unsigned PCM is mis-scaled: to_mono_16k divides "
-                   "uint8 by 255 after removing the 128 offset (full scale -> +-0.5), and "
-                   "Detector._check does not remove the offset at all (silence -> DC 0.5)")
 def test_unsigned_pcm_full_scale_maps_to_full_scale(scorer: OnnxScorer) -> None:
+    """Was bug 3: uint8 full scale became +-0.5; the Detector kept unsigned PCM's offset."""
     u8 = np.array([0, 128, 255], np.uint8)
     np.testing.assert_allclose(to_mono_16k(u8, 16000), [-1.0, 0.0, 127 / 128], atol=1e-6)
     x = (np.random.default_rng(0).uniform(-0.9, 0.9, 16000) * 32767).astype(np.int16)
@@ -342,7 +355,9 @@ def _check_loaded(y: np.ndarray, case: dict[str, Any]) -> None:
         return
     assert abs(y.size - expect) <= 1.0
     if rate == SAMPLE_RATE:
-        step = 2.0 ** -6 if case["subtype"] in LOSSY else 2.0 ** -14
+        # half a quantisation step: mu-law's steps near full scale are ~1/32
+        step = {"ULAW": 2.0 ** -4, "PCM_U8": 2.0 ** -6, "PCM_S8": 2.0 ** -6}.get(
+            case["subtype"], 2.0 ** -14)
         np.testing.assert_allclose(y, x.mean(axis=1), atol=step)
 
 
@@ -358,8 +373,8 @@ def test_load_audio_and_iter_blocks_on_any_file(workdir: Path, case: dict[str, A
         if case["kind"] == "clean":
             assert case["x"].shape[0] == 0 or "no samples" in str(e), f"refused a good file: {e}"
     else:
-        if loaded.size:  # an empty result is the xfail test below
-            _check_loaded(loaded, case)
+        assert loaded.size > 0, "empty result instead of a 'no samples' error"
+        _check_loaded(loaded, case)
     blocks: list[np.ndarray] = []
     try:
         for b in iter_audio_blocks(path, block_seconds=0.37):
@@ -375,10 +390,8 @@ def test_load_audio_and_iter_blocks_on_any_file(workdir: Path, case: dict[str, A
         assert abs(sum(b.size for b in blocks) - loaded.size) <= 2
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: load_audio returns an empty array for a 1-frame "
-                   "file above 16 kHz (soxr rounds 1/6 sample to 0) where iter_audio_blocks "
-                   "raises 'no samples'; load_audio documents an AudioError for empty audio")
 def test_load_audio_never_returns_empty(tmp_path: Path) -> None:
+    """Was bug 4: 1 frame at 96 kHz loaded as an empty array."""
     p = tmp_path / "one.wav"
     sf.write(p, np.full(1, 0.5, np.float32), 96000)
     with pytest.raises(AudioError, match="no samples"):
@@ -493,13 +506,11 @@ def test_detector_any_chunking_gives_the_same_result(scorer: OnnxScorer,
     assert np.all(np.isfinite(want_rows)) and np.all((want_rows >= 0) & (want_rows <= 1))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: Detector._check accepts finite samples whose power "
-                   "overflows float32 (|x| >~ 1e17, or float64 beyond float32 range): the scores "
-                   "become NaN and the NaN stays in the model state for ~2 s of later audio")
 @pytest.mark.parametrize("bad", [np.full(3000, 1e300), np.full(3000, 1e30, np.float32)],
                          ids=["f64_1e300", "f32_1e30"])
 def test_detector_huge_samples_are_refused_or_harmless(scorer: OnnxScorer,
                                                        bad: np.ndarray) -> None:
+    """Was bug 1 in the Detector: NaN scores that stayed in the model state for ~2 s."""
     rng = np.random.default_rng(0)
     g1, g2 = _good_chunk(rng, SAMPLE_RATE, "float32"), _good_chunk(rng, SAMPLE_RATE, "float32")
     a, b = Detector(scorer), Detector(scorer)
@@ -541,6 +552,26 @@ def test_iter_file_on_any_file(workdir: Path, scorer: OnnxScorer, thresholds: di
         assert found == want + ref.flush()
 
 
+@pytest.mark.xfail(strict=True, reason="BUG: iter_audio_blocks checks NaN/inf but not "
+                   "MAX_FLOAT_AMPLITUDE, so a float file with an absurd sample fails later in "
+                   "Detector.process as 'process() chunk: float samples reach ...': iter_file and "
+                   "`polywake detect` do not name the file")
+def test_iter_file_names_the_file_for_absurd_float_samples(tmp_path: Path,
+                                                           model: tuple[Path, Path],
+                                                           scorer: OnnxScorer) -> None:
+    x = np.zeros(SAMPLE_RATE, np.float32)
+    x[SAMPLE_RATE // 2] = 1e30  # what a bit flip in a float file's exponent makes
+    path = tmp_path / "loud.wav"
+    sf.write(path, x, SAMPLE_RATE, subtype="FLOAT")
+    with pytest.raises(AudioError) as info:
+        load_audio(path)
+    assert_clear(info.value, path)  # the one-shot path names it
+    with pytest.raises(AudioError, match=re.escape(str(path))):
+        list(Detector(scorer).iter_file(path))
+    rc, _, err = _run_cli(["detect", str(path), "--model", str(model[1])])
+    assert rc == 1 and f"polywake detect: {path}:" in err, err
+
+
 def _run_cli(argv: list[str]) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -559,13 +590,17 @@ def test_cli_detect_on_any_files(workdir: Path, model: tuple[Path, Path],
     argv = ["detect", *map(str, paths), "--model", str(model[1]), "--threshold", "echo=0.2"]
     rc, out, err = _run_cli(argv + (["--json"] if as_json else []))
     failed = [p for p in paths if str(p) in err]
-    assert rc == (1 if failed else 0), (rc, err)
+    gaps = [line for line in err.splitlines() if KNOWN_GAP in line and not any(
+        str(p) in line for p in paths)]
+    if gaps:
+        event("known gap: file not named (absurd float sample, streaming path)")
+    assert rc == (1 if failed or gaps else 0), (rc, err)
     for p in failed:  # one clear line per bad file
         assert f"polywake detect: {p}:" in err
     if as_json:
         for line in out.splitlines():
             assert json.loads(line)["file"] in map(str, paths)
-    else:
+    elif not gaps:
         for p in paths:
             assert (str(p) in out) != (p in failed)
 
