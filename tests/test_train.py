@@ -96,3 +96,39 @@ def test_wakeword_training_smoke_exports_a_working_model(tmp_path: Path, monkeyp
     scores = Detector(OnnxScorer(tmp_path / "out" / "model.pwk")).scores(
         rng.standard_normal(16000).astype(np.float32) * 0.1)
     assert scores.shape == (12, 2) and np.all((scores >= 0) & (scores <= 1))
+
+
+def _distill(teacher: Path, manifest: Path, out: Path, *extra: str) -> int:
+    return main(["distill", "--teacher", str(teacher), "--manifest", str(manifest), "--out",
+                 str(out), "--no-real", "--steps", "8", "--batch", "6", "--eval-every", "4",
+                 "--save-every", "2", "--noise-minutes", "0.1", "--rirs", "2", *extra])
+
+
+@pytest.mark.slow
+def test_distill_resumes_exactly_and_saves_a_backbone(tmp_path: Path) -> None:
+    from polywake.models.backbone import STANDARD, Backbone
+    from polywake.models.wakeword import load_checkpoint, save_checkpoint
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    manifest = _fake_words(tmp_path / "data", ["apple", "river", "music"])
+    teacher = save_checkpoint(tmp_path / "teacher.safetensors",
+                              backbone=Backbone(STANDARD).eval())
+    assert _distill(teacher, manifest, tmp_path / "a") == 0
+    assert _distill(teacher, manifest, tmp_path / "b", "--stop-after", "3") == 0
+    assert _distill(teacher, manifest, tmp_path / "b") == 0  # same command resumes
+    a = load_file(tmp_path / "a" / "state.safetensors")
+    b = load_file(tmp_path / "b" / "state.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+    student, heads, card, _ = load_checkpoint(tmp_path / "a" / "backbone.safetensors")
+    assert heads is None and card["kind"] == "backbone"
+    assert student.config.name == "tiny"
+    from safetensors import safe_open
+
+    with safe_open(tmp_path / "a" / "state.safetensors", "pt") as f:
+        history = json.loads(f.metadata()["extra"])["history"]
+    assert [h["step"] for h in history] == [4, 8]
+    # unit-RMS embeddings: the loss is finite and below 4 (the worst case for ReLU outputs)
+    assert all(0.0 <= h["dev_loss"] < 4.0 for h in history)

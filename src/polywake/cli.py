@@ -19,10 +19,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "enroll": ("polywake.runtime.enroll", "record k examples of a new wake word from the microphone"),
     "synth": ("polywake.data.synth", "synthesize wake-word and negative clips with offline TTS"),
     "pretrain": ("polywake.train.pretrain", "pretrain the backbone on a word-recognition task"),
+    "distill": ("polywake.train.distill", "pretrain a small backbone by distillation from a larger one"),
     "train": ("polywake.train.wakewords", "train a multi-target wake-word model"),
     "add-word": ("polywake.train.add_word", "add (or remove) a wake word in an existing model"),
     "eval": ("polywake.evaluate", "FRR vs false accepts per hour, DET plot, confusions"),
-    "export": ("polywake.export", "export a model to ONNX (optionally int8)"),
+    "export": ("polywake.export", "export a model to a .pwk (ONNX + numpy step; optionally int8)"),
 }
 
 
