@@ -49,13 +49,18 @@ P_NOISE_ONLY = 0.15  # windows of background alone: the student must also be qui
 
 def distill_items(manifests: list[Path], split: str, use_real: bool
                   ) -> list[tuple[Path, str, str, bool]]:
-    """(path, group, speaker, real) of every clip of ``split``; the group balances batches."""
+    """(path, group, speaker, real) of the clips of ``split`` (the benchmark phrases and their
+    confusables left out); the group (clip kind, or real words) balances batches."""
     items: list[tuple[Path, str, str, bool]] = []
     for m in manifests:
         with open(m) as fh:
             for line in fh:
                 r = json.loads(line)
                 if r.get("split") != split:
+                    continue
+                # The benchmark phrases stay unheard, as in pretraining: the transfer and
+                # add-word benchmarks measure words the backbone never met.
+                if {r.get("word"), r.get("negative_for")} & set(splits.REAL_EVAL_PHRASES):
                     continue
                 p = Path(r["path"])
                 if not p.is_absolute():
