@@ -8,8 +8,10 @@
 One run measures, on one pinned core, one thread everywhere:
 
 1. CPU seconds per audio second of the whole detector, ``Detector.process`` (int16 front end
-   + log-mel + ONNX step + decisions) fed 80 ms int16 chunks, for models of 1, 5 and 10 words
-   on the STANDARD and TINY backbones, float32 and int8 ``.pwk``. The model's cost does not
+   + log-mel + model step + decisions) fed 80 ms int16 chunks, for models of 1, 5 and 10 words
+   on the STANDARD and TINY backbones, float32 and int8 ``.pwk``, each run by both backends:
+   onnxruntime (``OnnxScorer``) and numpy (``NumpyScorer``; it runs the file's float32 numpy
+   section, so int8 files have onnx rows only). The model's cost does not
    depend on its weights, so the models are the shipped backbone (``assets/backbone.safetensors``
    if it is there, else a random one) with random heads, saved with ``save_checkpoint`` and
    exported with ``export_checkpoint`` in a temp dir. The decisions' cost does depend on the
@@ -21,9 +23,9 @@ One run measures, on one pinned core, one thread everywhere:
    in turn (a fresh stream each), so a busy spell of the shared CPU hits every setup alike;
    the fastest pass is the estimate (the median is shown too).
 2. Peak RSS (VmHWM) of a fresh process per setup that only detects (imports the runtime,
-   loads the .pwk, streams ``--mem-seconds`` of the audio), minus a baseline process that
-   imports only numpy and holds and chunks the same audio; and whether torch was imported
-   (it must not be).
+   loads the .pwk with the setup's backend, streams ``--mem-seconds`` of the audio), minus a
+   baseline process that imports only numpy and holds and chunks the same audio; and whether
+   torch (it must not be) and onnxruntime (not by the numpy backend) were imported.
 3. Detection latency with the shipped default model (``assets/default.pwk``, or
    ``--latency-model``): each product word spoken by test-split TTS voices, trimmed with
    ``trim_silence``, placed in silence + stationary noise (Speech Commands' noise files) at
@@ -33,7 +35,7 @@ One run measures, on one pinned core, one thread everywhere:
    and the start/end estimates' errors against the true placement. Skipped with a message
    when the model or the TTS engines are missing.
 4. Streaming == offline: ``Detector.scores()`` over random chunkings (1..5000 samples, 80 ms,
-   all at once) of the float32 ``.pwk`` against ``sigmoid(WakeWordModel.forward(logmel_torch(
+   all at once) of the float32 ``.pwk`` (both backends) against ``sigmoid(WakeWordModel.forward(logmel_torch(
    whole signal)))`` in torch; max |difference| must be <= 1e-4 (int8 reported alongside).
    Also the shipped ``default.pwk`` against ``default.safetensors`` when both are there.
 5. openWakeWord (pyopen-wakeword in the peers' venv, bench/peers.py's OwwEngine with TFLite on
@@ -84,6 +86,7 @@ END = "<!-- bench/streaming.py: end -->"
 WORDS = ["alexa", "echo", "amazon", "computer", "hey samuel", "jarvis", "smart mirror",
          "snowboy", "view glass", "hey computer"]
 N_WORDS = (1, 5, 10)
+BACKENDS = ("onnx", "numpy")
 TOL = 1e-4
 TARGET_CPU = 0.01
 AIM_CPU = 0.003
@@ -94,6 +97,13 @@ MAX_LATE_S = 2.0
 
 # --------------------------------------------------------------------------------------------
 # Workers (fresh processes; the detector's imports nothing but the runtime)
+
+
+def make_scorer(pwk: str | Path, backend: str):
+    """The .pwk run by ``backend`` ("onnx": onnxruntime on one thread, or "numpy")."""
+    from polywake.model_io import load_scorer
+
+    return load_scorer(pwk, threads=1, backend=backend)
 
 
 def _stream(det, pcm: np.ndarray) -> int:
@@ -119,11 +129,10 @@ def worker_detect_time(job: dict) -> dict:
     pin_to_one_core()
     from polywake.detect import Detector
     from polywake.features import StreamingLogMel
-    from polywake.model_io import OnnxScorer
 
     pcm = np.load(job["audio"])
-    dets = [Detector(OnnxScorer(m, threads=1)) for m in job["models"]]
-    for det in dets:  # warm-up: onnxruntime's first-call allocations
+    dets = [Detector(make_scorer(m["pwk"], m["backend"])) for m in job["models"]]
+    for det in dets:  # warm-up: first-call allocations
         _stream(det, pcm[:SR])
     cpu: list[list[float]] = [[] for _ in dets]
     wall: list[list[float]] = [[] for _ in dets]
@@ -141,7 +150,7 @@ def worker_detect_time(job: dict) -> dict:
             for i in range(0, seg.size, CHUNK):
                 mel.process(seg[i:i + CHUNK].astype(np.float32) / 32767.0)
         fe.append(tm.cpu_s)
-    # The ONNX step alone (8 frames -> one row), interleaved likewise: microseconds per step.
+    # The model step alone (8 frames -> one row), interleaved likewise: microseconds per step.
     frames = np.random.default_rng(0).standard_normal((8, 40)).astype(np.float32)
     step_us: list[float] = [float("inf")] * len(dets)
     for _ in range(5):
@@ -158,19 +167,20 @@ def worker_detect_time(job: dict) -> dict:
 
 
 def worker_detect_mem(job: dict) -> dict:
-    """A process that only detects: import the runtime, load the .pwk, stream ``seconds``."""
+    """A process that only detects: import the runtime, load the .pwk with the job's backend,
+    stream ``seconds``."""
     pin_to_one_core()
     from polywake.detect import Detector
-    from polywake.model_io import OnnxScorer
 
     import_rss = peak_rss_mb()
     pcm = np.load(job["audio"])
     t0 = time.perf_counter()
-    det = Detector(OnnxScorer(job["model"], threads=1))
+    det = Detector(make_scorer(job["model"], job["backend"]))
     load_s = time.perf_counter() - t0
     _stream(det, pcm[: int(job["seconds"] * SR)])
     return {"peak_rss_mb": peak_rss_mb(), "import_rss_mb": import_rss, "load_s": load_s,
-            "threads": thread_count(), "torch_imported": "torch" in sys.modules}
+            "threads": thread_count(), "torch_imported": "torch" in sys.modules,
+            "ort_imported": "onnxruntime" in sys.modules}
 
 
 def worker_baseline(job: dict) -> dict:
@@ -263,19 +273,26 @@ def base_backbone(name: str):
     return Backbone(CONFIGS[name]).eval(), "random init"
 
 
-def build_models(tmp: Path) -> tuple[list[dict], dict[str, str]]:
-    """Checkpoints and .pwk files for every (backbone, words, quantization) setup."""
+def build_models(tmp: Path, names: tuple[str, ...] = ("standard", "tiny"),
+                 n_words: tuple[int, ...] = N_WORDS,
+                 quants: tuple[str, ...] = ("float32", "int8"),
+                 ) -> tuple[list[dict], dict[str, str]]:
+    """Checkpoints and .pwk files for every (backbone, words, quantization, backend) setup.
+    The numpy backend runs a file's numpy section, float32 whatever the ONNX graph's
+    quantization, so only float32 files get a numpy setup."""
     import torch
 
     from polywake.export import export_checkpoint
+    from polywake.model_io import read_pwk_file
     from polywake.models.backbone import count_parameters
     from polywake.models.heads import WakeWordHeads
     from polywake.models.wakeword import save_checkpoint
 
     setups, sources = [], {}
-    for name in ("standard", "tiny"):
+    for name in names:
         bb, sources[name] = base_backbone(name)
-        for n in N_WORDS:
+        for n in n_words:
+            files: dict[tuple[str, str], tuple[Path, Path]] = {}
             params = 0
             for kind in ("quiet", "spread") if n == 5 else ("quiet",):
                 heads = WakeWordHeads(bb.embed_dim, WORDS[:n])
@@ -291,16 +308,21 @@ def build_models(tmp: Path) -> tuple[list[dict], dict[str, str]]:
                 save_checkpoint(ckpt, backbone=bb, heads=heads,
                                 card={"name": f"bench {name} {n} {kind}"})
                 params = count_parameters(bb) + count_parameters(heads)
-                for q in ("float32", "int8"):
-                    pwk = export_checkpoint(ckpt, tmp / f"{name}_{n}_{kind}_{q}.pwk",
-                                            int8=q == "int8")
-                    if kind == "quiet":
-                        setups.append({"backbone": name, "words": n, "quant": q,
-                                       "ckpt": str(ckpt), "pwk": str(pwk),
-                                       "kib": pwk.stat().st_size / 1024, "params": params})
-                    else:
-                        setups[-2 if q == "float32" else -1].update(
-                            exact_ckpt=str(ckpt), exact_pwk=str(pwk))
+                for q in quants:
+                    files[kind, q] = (ckpt, export_checkpoint(
+                        ckpt, tmp / f"{name}_{n}_{kind}_{q}.pwk", int8=q == "int8"))
+            for q in quants:
+                ckpt, pwk = files["quiet", q]
+                f = read_pwk_file(pwk)
+                for backend in BACKENDS if q == "float32" else ("onnx",):
+                    s = {"backbone": name, "words": n, "quant": q, "backend": backend,
+                         "ckpt": str(ckpt), "pwk": str(pwk), "kib": pwk.stat().st_size / 1024,
+                         "section_kib": len(f.onnx if backend == "onnx" else f.numpy_blob)
+                         / 1024, "params": params}
+                    if ("spread", q) in files:
+                        s.update(exact_ckpt=str(files["spread", q][0]),
+                                 exact_pwk=str(files["spread", q][1]))
+                    setups.append(s)
     return setups, sources
 
 
@@ -338,7 +360,6 @@ def exactness(setups: list[dict], audio: np.ndarray, seed: int = 0) -> list[list
 
     from polywake.detect import Detector
     from polywake.features import logmel_torch
-    from polywake.model_io import OnnxScorer
     from polywake.models.wakeword import WakeWordModel, load_checkpoint
 
     rng = np.random.default_rng(seed)
@@ -351,7 +372,7 @@ def exactness(setups: list[dict], audio: np.ndarray, seed: int = 0) -> list[list
         model = WakeWordModel(bb, heads, card).eval()
         with torch.no_grad():
             ref = torch.sigmoid(model(logmel_torch(torch.from_numpy(x)[None])))[0].numpy()
-        det = Detector(OnnxScorer(s["exact_pwk"]))
+        det = Detector(make_scorer(s["exact_pwk"], s.get("backend", "onnx")))
         worst, lengths = 0.0, []
         chunkings = {"random 1..5000": None, "80 ms": CHUNK, "whole signal": x.size}
         for size in chunkings.values():
@@ -367,7 +388,8 @@ def exactness(setups: list[dict], audio: np.ndarray, seed: int = 0) -> list[list
             worst = max(worst, float(np.abs(got[:n] - ref[:n]).max()))
         same_len = len(set(lengths)) == 1 and lengths[0] == ref.shape[0]
         ok = same_len and (worst <= TOL if s["quant"] == "float32" else True)
-        rows.append([s["backbone"], s["quant"], f"{x.size / SR:.0f} s, {ref.shape[0]} steps",
+        rows.append([s["backbone"], s["quant"], s.get("backend", "onnx"),
+                     f"{x.size / SR:.0f} s, {ref.shape[0]} steps",
                      ", ".join(chunkings), f"{worst:.2e}",
                      ("**yes**" if ok else "**NO**") if s["quant"] == "float32"
                      else "(not required)"])
@@ -386,7 +408,7 @@ def latency(model: Path, n_voices: int, seed: int = 0) -> tuple[str, list[list[s
     from polywake.audio import load_audio
     from polywake.data import splits, tts
     from polywake.detect import Detector
-    from polywake.model_io import OnnxScorer
+    from polywake.model_io import load_scorer
     from polywake.train.mixing import rms, trim_silence
 
     voices = [v for v in tts.list_voices() if splits.split_of_key(v.speaker) == "test"]
@@ -404,7 +426,7 @@ def latency(model: Path, n_voices: int, seed: int = 0) -> tuple[str, list[list[s
     noise_dir = splits.shared_data_dir() / "noise" / "speech_commands"
     noise = [load_audio(f) for f in sorted(noise_dir.glob("*.flac"))] if noise_dir.exists() \
         else []
-    scorer = OnnxScorer(model)
+    scorer = load_scorer(model)  # backend "auto"; both backends give the same scores
     det = Detector(scorer)
     rng = np.random.default_rng(seed)
     res: dict[str, list[dict]] = {w: [] for w in scorer.words}
@@ -481,6 +503,60 @@ def latency(model: Path, n_voices: int, seed: int = 0) -> tuple[str, list[list[s
 # Orchestration
 
 
+def measure_setups(setups: list[dict], audio_path: Path, passes: dict, mem_seconds: float
+                   ) -> tuple[dict, dict]:
+    """1: CPU of all setups in one fresh process, interleaved passes; 2: peak RSS of one
+    fresh process per setup that only detects. Stores each setup's "time" and "mem";
+    -> (the timing worker's result, the numpy-only baseline process's result)."""
+    tm = run_worker(PROJECT_PY, "detect_time", {
+        "models": [{"pwk": s["pwk"], "backend": s["backend"]} for s in setups],
+        "audio": str(audio_path), **passes})
+    for k, s in enumerate(setups):
+        s["time"] = {"cpu_s": tm["cpu_s"][k], "wall_s": tm["wall_s"][k],
+                     "audio_s": tm["audio_s"], "step_us": tm["step_us"][k],
+                     "events": tm["events"][k]}
+    print("  timed polywake", file=sys.stderr)
+    base = run_worker(PROJECT_PY, "baseline", {"audio": str(audio_path), "seconds": mem_seconds})
+    for s in setups:
+        s["mem"] = run_worker(PROJECT_PY, "detect_mem", {
+            "model": s["pwk"], "backend": s["backend"], "audio": str(audio_path),
+            "seconds": mem_seconds})
+    print("  measured polywake memory", file=sys.stderr)
+    return tm, base
+
+
+def imported(m: dict) -> str:
+    """The "torch / onnxruntime imported" cell of a memory result (torch is a failure)."""
+    torch_s = "yes (FAIL)" if m["torch_imported"] else "no"
+    return f"{torch_s} / {'yes' if m.get('ort_imported') else 'no'}"
+
+
+CPU_HEADER = ["engine", "backend", "weights", "words", "params / file (section)",
+              "CPU s / audio s (fastest)", "median", "x vs 1 word", "of which log-mel",
+              "step µs (x vs 1 word)", "peak RSS MiB", "over baseline MiB",
+              "torch / onnxruntime imported", "threads"]
+
+
+def polywake_rows(setups: list[dict], tm: dict, base: dict) -> list[list[object]]:
+    """One CPU_HEADER row per measured setup; "x vs 1 word" against the same backbone,
+    weights and backend with one word (when that was measured)."""
+    by = {(s["backbone"], s["words"], s["quant"], s["backend"]): s for s in setups}
+    rows: list[list[object]] = []
+    for s in setups:
+        r, m = s["time"], s["mem"]
+        fast, med = summarize(r)
+        one = by.get((s["backbone"], 1, s["quant"], s["backend"]), s)["time"]
+        rows.append([f"polywake {s['backbone']}", s["backend"], s["quant"], s["words"],
+                     f"{s['params'] / 1000:.0f}k / {s['kib']:.0f} KiB "
+                     f"({s['section_kib']:.0f})",
+                     f"{fast:.4f}", f"{med:.4f}", f"{fast / summarize(one)[0]:.2f}",
+                     f"{tm['frontend_cpu_s'] / tm['audio_s']:.4f}",
+                     f"{r['step_us']:.0f} ({r['step_us'] / one['step_us']:.2f})",
+                     f"{m['peak_rss_mb']:.1f}", f"{m['peak_rss_mb'] - base['peak_rss_mb']:.1f}",
+                     imported(m), m["threads"]])
+    return rows
+
+
 def summarize(r: dict) -> tuple[float, float]:
     """(fastest, median) CPU s per audio s over the passes."""
     c = [x / r["audio_s"] for x in r["cpu_s"]]
@@ -529,23 +605,9 @@ def main() -> None:
         pcm = np.load(audio_path)
         print(f"models built ({sources}); audio: {audio_what}", file=sys.stderr)
 
-        # 1: CPU, all polywake setups in one fresh process, interleaved passes.
+        # 1 and 2: CPU and memory of every polywake setup.
         passes = {"pass_s": min(a.pass_seconds, pcm.size / SR), "sweeps": a.sweeps}
-        tm = run_worker(PROJECT_PY, "detect_time", {"models": [s["pwk"] for s in setups],
-                                                    "audio": str(audio_path), **passes})
-        for k, s in enumerate(setups):
-            s["time"] = {"cpu_s": tm["cpu_s"][k], "wall_s": tm["wall_s"][k],
-                         "audio_s": tm["audio_s"], "step_us": tm["step_us"][k],
-                         "events": tm["events"][k]}
-        print("  timed polywake", file=sys.stderr)
-        # 2: memory, one fresh process per setup that only detects.
-        base = run_worker(PROJECT_PY, "baseline", {"audio": str(audio_path),
-                                                   "seconds": a.mem_seconds})
-        for s in setups:
-            s["mem"] = run_worker(PROJECT_PY, "detect_mem", {"model": s["pwk"], "audio":
-                                                             str(audio_path),
-                                                             "seconds": a.mem_seconds})
-        print("  measured polywake memory", file=sys.stderr)
+        tm, base = measure_setups(setups, audio_path, passes, a.mem_seconds)
         oww: list[dict] = []
         oww_base: dict | None = None
         oww_note = ""
@@ -569,70 +631,63 @@ def main() -> None:
             except (subprocess.CalledProcessError, OSError) as e:
                 oww_note = f"openWakeWord not measured: {e}"
 
-        rows = []
-        by = {(s["backbone"], s["words"], s["quant"]): s for s in setups}
-        for s in setups:
-            r, m = s["time"], s["mem"]
-            fast, med = summarize(r)
-            one = summarize(by[(s["backbone"], 1, s["quant"])]["time"])[0]
-            one_us = by[(s["backbone"], 1, s["quant"])]["time"]["step_us"]
-            rows.append([f"polywake {s['backbone']}", s["quant"], s["words"],
-                         f"{s['params'] / 1000:.0f}k / {s['kib']:.0f} KiB",
-                         f"{fast:.4f}", f"{med:.4f}", f"{fast / one:.2f}",
-                         f"{tm['frontend_cpu_s'] / tm['audio_s']:.4f}",
-                         f"{r['step_us']:.0f} ({r['step_us'] / one_us:.2f})",
-                         f"{m['peak_rss_mb']:.1f}", f"{m['peak_rss_mb'] - base['peak_rss_mb']:.1f}",
-                         "yes (FAIL)" if m["torch_imported"] else "no", m["threads"]])
+        rows = polywake_rows(setups, tm, base)
         for o in oww:
             fast, med = summarize(o["time"])
             m = o["mem"]
-            rows.append(["openWakeWord", "float32 (TFLite)", o["count"],
+            rows.append(["openWakeWord", "TFLite", "float32", o["count"],
                          ", ".join(o["models"][:5]) + (" (x2)" if o["count"] > 5 else ""),
                          f"{fast:.4f}", f"{med:.4f}",
                          f"{fast / summarize(oww[0]['time'])[0]:.2f}", "-", "-",
                          f"{m['peak_rss_mb']:.1f}",
                          f"{m['peak_rss_mb'] - oww_base['peak_rss_mb']:.1f}" if oww_base
                          else "-", "-", m["threads"]])
-        cpu_table = markdown_table(
-            ["engine", "weights", "words", "params / file", "CPU s / audio s (fastest)",
-             "median", "x vs 1 word", "of which log-mel", "ONNX step µs (x vs 1 word)",
-             "peak RSS MiB",
-             "over baseline MiB", "torch imported", "threads"], rows)
-        std5 = summarize(by[("standard", 5, "float32")]["time"])[0]
-        std10 = summarize(by[("standard", 10, "float32")]["time"])[0]
-        std1 = summarize(by[("standard", 1, "float32")]["time"])[0]
+        cpu_table = markdown_table(CPU_HEADER, rows)
+        by = {(s["backbone"], s["words"], s["quant"], s["backend"]): s for s in setups}
         torch_seen = tm["torch_imported"] or any(s["mem"]["torch_imported"] for s in setups)
         checks = [
             f"- Events during the timing: {sum(s['time']['events'] for s in setups)} "
             "(should be 0: the heads are biased off).",
-            f"- standard, 5 words, float32: {std5:.4f} CPU s / audio s "
-            f"(target <= {TARGET_CPU}, aim {AIM_CPU}): "
-            f"{'**met**' if std5 <= TARGET_CPU else '**missed**'}"
-            f"{', aim met' if std5 <= AIM_CPU else ''}",
-            f"- 10 words / 1 word (standard, float32): {std10 / std1:.2f} "
-            f"(target <= {TARGET_RATIO}): "
-            f"{'**met**' if std10 / std1 <= TARGET_RATIO else '**missed**'}",
             f"- torch imported by a detecting process: {'**yes (FAIL)**' if torch_seen else 'no'}",
         ]
-        s5 = by[("standard", 5, "float32")]
-        q5 = summarize(by[("standard", 5, "int8")]["time"])[0]
+        for be in BACKENDS:
+            std5, std10, std1 = (summarize(by[("standard", n, "float32", be)]["time"])[0]
+                                 for n in (5, 10, 1))
+            checks += [
+                f"- {be}, standard, 5 words, float32: {std5:.4f} CPU s / audio s "
+                f"(target <= {TARGET_CPU}, aim {AIM_CPU}): "
+                f"{'**met**' if std5 <= TARGET_CPU else '**missed**'}"
+                f"{', aim met' if std5 <= AIM_CPU else ''}; 10 words / 1 word: "
+                f"{std10 / std1:.2f} (target <= {TARGET_RATIO}): "
+                f"{'**met**' if std10 / std1 <= TARGET_RATIO else '**missed**'}",
+            ]
+        s5, n5 = by[("standard", 5, "float32", "onnx")], by[("standard", 5, "float32", "numpy")]
+        std5 = summarize(s5["time"])[0]
+        q5 = summarize(by[("standard", 5, "int8", "onnx")]["time"])[0]
         imp = s5["mem"]["import_rss_mb"] - base["import_rss_mb"]
         rest = s5["mem"]["peak_rss_mb"] - base["peak_rss_mb"] - imp
+        n_imp = n5["mem"]["import_rss_mb"] - base["import_rss_mb"]
+        n_rest = n5["mem"]["peak_rss_mb"] - base["peak_rss_mb"] - n_imp
         checks += [
             f"- Memory (standard, 5 words, float32): importing the runtime (polywake.detect "
-            f"and its imports, before onnxruntime) takes {imp:.1f} MiB over bare numpy; "
-            f"onnxruntime, the session and streaming take {rest:.1f} MiB more. "
+            f"and its imports, before any scorer) takes {imp:.1f} MiB over bare numpy; "
+            f"onnxruntime, the session and streaming take {rest:.1f} MiB more, the numpy "
+            f"scorer and streaming {n_rest:.1f} MiB ({n5['section_kib']:.0f} KiB of them the "
+            "file's numpy section; the step's weights as dense matrices take about as much). "
             "Importing onnxruntime starts one thread of its own (hence 2 threads); the "
             "step itself runs on one.",
-            f"- int8 costs {q5 / std5:.2f}x float32 CPU (standard, 5 words): dynamic "
+            f"- numpy / onnxruntime CPU (standard, 5 words, float32): "
+            f"{summarize(n5['time'])[0] / std5:.2f}x.",
+            f"- int8 costs {q5 / std5:.2f}x float32 CPU (standard, 5 words, onnx): dynamic "
             "quantization re-quantizes activations at every step, which outweighs the "
             "cheaper int8 products on layers this narrow; int8 buys a "
-            f"{s5['kib'] / by[('standard', 5, 'int8')]['kib']:.1f}x smaller file, not speed.",
+            f"{s5['section_kib'] / by[('standard', 5, 'int8', 'onnx')]['section_kib']:.1f}x "
+            "smaller ONNX graph, not speed (the file keeps its float32 numpy section).",
         ]
         if len(oww) > 1:
             o5 = summarize(oww[1]["time"])[0]
             checks.append(f"- openWakeWord with 5 models costs {o5 / std5:.1f}x polywake "
-                          "standard with 5 words (float32)")
+                          "standard with 5 words (float32, onnx)")
         base_line = (f"Memory: each setup in its own fresh process that imports the runtime, "
                      f"loads the .pwk and streams {a.mem_seconds:g} s; the baseline process "
                      "(Python + numpy holding the same audio, chunking it) peaks at "
@@ -643,18 +698,23 @@ def main() -> None:
         # 4: exactness (in this process; torch is allowed here); the shipped model too.
         n_exact = min(pcm.size, int(a.exact_seconds * SR))
         shipped = [{"backbone": "shipped default", "words": 5, "quant": "as shipped",
-                    "exact_ckpt": str(ASSETS / "default.safetensors"),
-                    "exact_pwk": str(ASSETS / "default.pwk")}]
+                    "backend": be, "exact_ckpt": str(ASSETS / "default.safetensors"),
+                    "exact_pwk": str(ASSETS / "default.pwk")} for be in BACKENDS]
         if not all(Path(shipped[0][k]).exists() for k in ("exact_ckpt", "exact_pwk")):
             shipped = []
         else:
-            from polywake.model_io import read_pwk
+            from polywake.model_io import read_pwk_file
 
-            shipped[0]["quant"] = read_pwk(ASSETS / "default.pwk")[0].get("quantization",
-                                                                          "float32")
+            f = read_pwk_file(ASSETS / "default.pwk")
+            shipped[0]["quant"] = f.card.get("quantization", "float32")
+            if f.numpy is None:  # a version-1 file: onnxruntime only
+                shipped = shipped[:1]
+            else:
+                shipped[1]["quant"] = "float32"  # the numpy section is float32 always
         exact_rows = exactness(setups + shipped, pcm[:n_exact])
         exact_table = markdown_table(
-            ["model (5 words)", "weights", "audio", "chunkings", "max abs(stream - offline)",
+            ["model (5 words)", "weights", "backend", "audio", "chunkings",
+             "max abs(stream - offline)",
              f"<= {TOL:g}"], exact_rows)
 
     # 3: latency.
@@ -679,7 +739,8 @@ def main() -> None:
         "(the model's cost does not depend on its weights) with output biases far negative, "
         "so no candidate opens, as with a trained model on negative audio (random heads fire "
         "all the time, and open candidates cost decision work each step). polywake's row is `Detector.process` (int16 -> "
-        "log-mel -> ONNX step -> decisions) with onnxruntime on one thread; openWakeWord's is "
+        "log-mel -> model step -> decisions) with onnxruntime on one thread (backend onnx) or "
+        "numpy (backend numpy, the file's numpy section); openWakeWord's is "
         "bench/peers.py's OwwEngine (shared mel + embedding front end, one head per model, "
         "TFLite on one thread).", "",
         "### CPU and memory", "", cpu_table, "", base_line, "", *checks, "",
@@ -687,7 +748,7 @@ def main() -> None:
     if oww_note:
         out += [oww_note, ""]
     out += ["### Streaming scores == offline scores", "",
-            "`Detector.scores()` (onnxruntime, .pwk) over each chunking against "
+            "`Detector.scores()` (.pwk, onnxruntime or numpy) over each chunking against "
             "`sigmoid(WakeWordModel.forward(logmel_torch(whole signal)))` in torch; the same "
             "number of steps for every chunking is required too.", "", exact_table, "",
             "### Detection latency", "", lat_what, ""]

@@ -51,7 +51,8 @@ def test_write_doc_replaces_only_its_section(tmp_path: Path) -> None:
     assert text.count(streaming.BEGIN) == 1 and text.count(streaming.END) == 1
 
 
-def test_exactness_on_a_tiny_model(tmp_path: Path, speechlike: np.ndarray) -> None:
+@pytest.mark.parametrize("backend", ["onnx", "numpy"])
+def test_exactness_on_a_tiny_model(tmp_path: Path, speechlike: np.ndarray, backend: str) -> None:
     import torch
 
     from polywake.export import export_checkpoint
@@ -64,11 +65,31 @@ def test_exactness_on_a_tiny_model(tmp_path: Path, speechlike: np.ndarray) -> No
     heads = WakeWordHeads(bb.embed_dim, streaming.WORDS[:5])
     ckpt = save_checkpoint(tmp_path / "m.safetensors", backbone=bb, heads=heads)
     pwk = export_checkpoint(ckpt, tmp_path / "m.pwk")
-    setup = {"backbone": "tiny", "words": 5, "quant": "float32", "exact_ckpt": str(ckpt),
-             "exact_pwk": str(pwk)}
+    setup = {"backbone": "tiny", "words": 5, "quant": "float32", "backend": backend,
+             "exact_ckpt": str(ckpt), "exact_pwk": str(pwk)}
     rows = streaming.exactness([setup], np.round(speechlike * 32767).astype(np.int16))
     assert len(rows) == 1 and rows[0][-1] == "**yes**"
     assert float(rows[0][-2]) <= streaming.TOL
+
+
+def test_measure_setups_both_backends(tmp_path: Path, speechlike: np.ndarray) -> None:
+    """The CPU/memory workers on a 1-word tiny model: one onnx and one numpy setup; the numpy
+    process never imports onnxruntime, neither imports torch."""
+    setups, _ = streaming.build_models(tmp_path, names=("tiny",), n_words=(1,),
+                                       quants=("float32",))
+    assert [s["backend"] for s in setups] == ["onnx", "numpy"]
+    assert all(s["section_kib"] > 0 and s["kib"] > s["section_kib"] for s in setups)
+    audio = tmp_path / "a.npy"
+    np.save(audio, np.round(np.tile(speechlike, 2) * 32767).astype(np.int16))
+    tm, base = streaming.measure_setups(setups, audio, {"pass_s": 2.0, "sweeps": 1}, 2.0)
+    assert not tm["torch_imported"] and base["peak_rss_mb"] > 0
+    onnx, numpy_ = (s["mem"] for s in setups)
+    assert onnx["ort_imported"] and not numpy_["ort_imported"]
+    assert not onnx["torch_imported"] and not numpy_["torch_imported"]
+    rows = streaming.polywake_rows(setups, tm, base)
+    assert [len(r) for r in rows] == [len(streaming.CPU_HEADER)] * 2
+    assert all(s["time"]["step_us"] > 0 and s["time"]["events"] == 0 for s in setups)
+    assert rows[1][-2] == "no / no" and rows[0][-2] == "no / yes"
 
 
 @pytest.mark.skipif(not HAVE_OWW, reason="the peers' venv (bench/peers.py) is not there")

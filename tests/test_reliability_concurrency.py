@@ -1,7 +1,8 @@
 """Reliability (issue 9): many streams on one model give each stream exactly its own result.
 
-* threads: several Detectors share one OnnxScorer (one onnxruntime session), or one
-  TorchScorer; every stream's scores and detections equal the single-threaded run bit for bit;
+* threads: several Detectors share one OnnxScorer (one onnxruntime session), one NumpyScorer,
+  or one TorchScorer; every stream's scores and detections equal the single-threaded run bit
+  for bit;
 * processes: several processes open the same ``.pwk`` at once; same check.
 
 Each stream is chunked identically in the reference and in the concurrent run (chunking alone
@@ -25,6 +26,7 @@ import pytest
 from polywake.audio import SAMPLE_RATE
 from polywake.detect import Detection, Detector
 from polywake.model_io import OnnxScorer, TorchScorer
+from polywake.numpy_step import NumpyScorer
 
 WORDS = ["alexa", "echo", "amazon", "computer", "hey samuel"]
 N_STREAMS = 6
@@ -152,12 +154,13 @@ def _assert_same(got: tuple[np.ndarray, list[Detection]],
     assert got[1] == want[1], what
 
 
-@pytest.mark.parametrize("kind", ["onnx", "torch"])
+@pytest.mark.parametrize("kind", ["onnx", "numpy", "torch"])
 def test_threads_sharing_one_scorer(model: tuple[Path, Path], kind: str) -> None:
     import torch
 
     torch.set_num_threads(1)
-    scorer = OnnxScorer(model[1]) if kind == "onnx" else TorchScorer(model[0])
+    scorer = {"onnx": lambda: OnnxScorer(model[1]), "numpy": lambda: NumpyScorer(model[1]),
+              "torch": lambda: TorchScorer(model[0])}[kind]()
     thresholds = thresholds_for(scorer)
     reference = [run_stream(scorer, i, thresholds) for i in range(N_STREAMS)]
     assert sum(len(r[1]) for r in reference) > 0, "no detections: thresholds too high"

@@ -1,14 +1,16 @@
 """Reliability (issue 9): damaged model files give a clear ModelFileError; nothing unpickles.
 
-Covers ``.pwk`` (read_pwk, OnnxScorer, load_scorer) and ``.safetensors`` (load_checkpoint,
-TorchScorer, load_scorer): truncated, bit-flipped, wrong magic, wrong version, huge, empty,
-random bytes, and crafted headers. A damaged file may load only if it decodes to exactly what
-was written (e.g. a flip that JSON normalises away).
+Covers ``.pwk`` (read_pwk, OnnxScorer, NumpyScorer, load_scorer) and ``.safetensors``
+(load_checkpoint, TorchScorer, load_scorer): truncated, bit-flipped, wrong magic, wrong version,
+huge, empty, random bytes, crafted headers, and crafted numpy sections (layer program, tensor
+table) under a valid checksum. A damaged file may load only if it decodes to exactly what was
+written (e.g. a flip that JSON normalises away).
 """
 
 from __future__ import annotations
 
 import ast
+import copy
 import json
 import os
 import struct
@@ -32,10 +34,13 @@ from polywake.model_io import (
     MAX_MODEL_BYTES,
     OnnxScorer,
     TorchScorer,
+    _digest_v2,
     load_scorer,
     read_pwk,
+    read_pwk_file,
     write_pwk,
 )
+from polywake.numpy_step import NumpyScorer
 
 WORDS = ["alexa", "echo", "amazon", "computer", "hey samuel"]
 FUZZ = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow,
@@ -132,16 +137,19 @@ def test_damaged_pwk_is_a_model_file_error(workdir: Path, model: tuple[Path, Pat
     kind, bad = _damage(good, data.draw)
     path = workdir / "damaged.pwk"
     path.write_bytes(bad)
-    loader = data.draw(st.sampled_from([read_pwk, OnnxScorer, load_scorer]))
+    loader = data.draw(st.sampled_from([read_pwk, OnnxScorer, NumpyScorer, load_scorer]))
     try:
-        got = read_pwk(path)
+        got = read_pwk_file(path)
     except ModelFileError as e:
         assert str(path) in str(e)
         expect_model_error(loader, path)
         return
-    # Accepted only if it decodes to the same card and graph (a header flip that JSON maps
-    # back to the same value, e.g. "1e-05" -> "1E-05").
-    assert got == read_pwk(model[1]), f"{kind}: a modified model was accepted"
+    # Accepted only if it decodes to the same card, graph and numpy section (a header flip
+    # that JSON maps back to the same value, e.g. "1e-05" -> "1E-05").
+    want = read_pwk_file(model[1])
+    assert (got.version, got.card, got.onnx, got.numpy, bytes(got.numpy_blob)) == \
+        (want.version, want.card, want.onnx, want.numpy, bytes(want.numpy_blob)), \
+        f"{kind}: a modified model was accepted"
 
 
 def _pwk_bytes(version: int = FORMAT_VERSION, header: bytes = b"{}", magic: bytes = MAGIC,
@@ -192,6 +200,7 @@ def test_huge_and_missing_pwk(workdir: Path, model: tuple[Path, Path]) -> None:
     e = expect_model_error(read_pwk, huge)
     assert "too large" in str(e)
     expect_model_error(OnnxScorer, workdir / "missing.pwk")
+    expect_model_error(NumpyScorer, workdir / "missing.pwk")
     expect_model_error(load_scorer, workdir / "missing.pwk")
     expect_model_error(load_scorer, workdir)  # a directory
 
@@ -233,6 +242,172 @@ def test_pwk_with_a_valid_checksum_but_no_onnx_graph(workdir: Path,
         path = write_pwk(workdir / f"graph_{name}.pwk", payload, card)
         e = expect_model_error(OnnxScorer, path)
         assert "onnxruntime cannot load" in str(e)
+
+
+def _split_v2(path: Path) -> tuple[dict, bytes]:
+    raw = path.read_bytes()
+    hlen = struct.unpack("<I", raw[len(MAGIC) + 4: len(MAGIC) + 8])[0]
+    start = len(MAGIC) + 8
+    return json.loads(raw[start: start + hlen]), raw[start + hlen:]
+
+
+def _write_v2(path: Path, header: dict, payload: bytes) -> Path:
+    """A version-2 file whose checksum is valid for whatever ``header`` says."""
+    header = {k: v for k, v in header.items() if k != "sha256"}
+    header["sha256"] = _digest_v2(header, payload)
+    raw = json.dumps(header).encode()
+    path.write_bytes(MAGIC + struct.pack("<II", 2, len(raw)) + raw + payload)
+    return path
+
+
+def _ops(program: list) -> list[dict]:
+    """Every op of a program, residual bodies included, in order."""
+    out = []
+    for op in program:
+        if isinstance(op, dict):
+            out.append(op)
+            if isinstance(op.get("body"), list):
+                out += _ops(op["body"])
+    return out
+
+
+NUMPY_CASES = [
+    "program_not_list", "program_empty", "op_not_object", "unknown_op", "missing_tensor",
+    "weight_is_bias", "bias_wrong_shape", "stride_zero", "stride_bool", "stride_text",
+    "dilation_huge", "groups_not_dividing", "relu_text", "empty_residual",
+    "residual_changes_stride", "deep_nesting", "swapped_layers", "dropped_layer",
+    "words_mismatch", "fps_mismatch", "tensor_outside", "tensor_negative", "tensor_unaligned",
+    "tensor_shape_text", "tensor_shape_negative", "tensor_shape_overflow", "tensor_entry_short",
+    "tensor_table_list", "too_many_tensors", "dtype_f8", "format_2", "dense_too_large",
+    "state_too_large",
+]
+SECTION_CASES = ["section_outside", "section_negative", "section_length_text",
+                 "section_not_object", "onnx_outside", "onnx_missing"]
+
+
+@pytest.mark.parametrize("case", NUMPY_CASES + SECTION_CASES)
+def test_crafted_numpy_section_is_a_model_file_error(workdir: Path, model: tuple[Path, Path],
+                                                     case: str) -> None:
+    """A numpy section that does not describe a runnable step, under a valid checksum:
+    a ModelFileError at load, never a crash at the first step."""
+    header, payload = _split_v2(model[1])
+    h = copy.deepcopy(header)
+    sec = h["numpy"]
+    prog, table = sec["program"], sec["tensors"]
+    conv = next(op for op in prog if op["op"] == "conv")  # the stem, right after the input norm
+    res = next(op for op in prog if op["op"] == "residual")
+    big = [0, [32768, 1, 1]]  # fits the tiny model's section; 32768 groups -> 4 GB dense
+    change = {
+        "program_not_list": lambda: sec.update(program={"op": "conv"}),
+        "program_empty": lambda: sec.update(program=[]),
+        "op_not_object": lambda: prog.insert(0, 3),
+        "unknown_op": lambda: prog.insert(1, {"op": "lstm"}),
+        "missing_tensor": lambda: conv.update(weight="nope"),
+        "weight_is_bias": lambda: conv.update(weight=conv["bias"]),
+        "bias_wrong_shape": lambda: conv.update(bias="input_norm.scale"),
+        "stride_zero": lambda: conv.update(stride=0),
+        "stride_bool": lambda: conv.update(stride=True),
+        "stride_text": lambda: conv.update(stride="2"),
+        "dilation_huge": lambda: conv.update(dilation=10**9),
+        "groups_not_dividing": lambda: conv.update(groups=3),
+        "relu_text": lambda: conv.update(relu="yes"),
+        "empty_residual": lambda: res.update(body=[]),
+        "residual_changes_stride": lambda: res["body"][0].update(stride=2),
+        "deep_nesting": lambda: prog.insert(2, json.loads('{"op": "residual", "body": [' * 20
+                                                          + "]}" * 20)),
+        "swapped_layers": lambda: prog.insert(1, prog.pop(2)),
+        "dropped_layer": lambda: prog.pop(1),
+        "words_mismatch": lambda: h["card"].update(words=h["card"]["words"][:1]),
+        "fps_mismatch": lambda: h["card"].update(frames_per_step=4),
+        "tensor_outside": lambda: table[conv["weight"]].__setitem__(0, sec["length"]),
+        "tensor_negative": lambda: table[conv["weight"]].__setitem__(0, -16),
+        "tensor_unaligned": lambda: table[conv["weight"]].__setitem__(0, 2),
+        "tensor_shape_text": lambda: table[conv["weight"]].__setitem__(1, "32"),
+        "tensor_shape_negative": lambda: table[conv["weight"]].__setitem__(1, [-1, 40, 5]),
+        "tensor_shape_overflow": lambda: table[conv["weight"]].__setitem__(1, [2**62, 2**62]),
+        "tensor_entry_short": lambda: table.__setitem__(conv["weight"], [0]),
+        "tensor_table_list": lambda: sec.update(tensors=[]),
+        "too_many_tensors": lambda: table.update({f"t{i}": [0, [1]] for i in range(5000)}),
+        "dtype_f8": lambda: sec.update(dtype="<f8"),
+        "format_2": lambda: sec.update(format=2),
+        "dense_too_large": lambda: (table.update(big=big, big_b=[0, [32768]]), sec.update(
+            program=[{"op": "conv", "weight": "big", "bias": "big_b", "groups": 32768}])),
+        "state_too_large": lambda: [op.update(dilation=4096) for op in _ops(prog)
+                                    if op["op"] == "conv"],
+        "section_outside": lambda: sec.update(offset=len(payload)),
+        "section_negative": lambda: sec.update(offset=-16),
+        "section_length_text": lambda: sec.update(length="10"),
+        "section_not_object": lambda: h.update(numpy=[1, 2]),
+        "onnx_outside": lambda: h["onnx"].update(length=len(payload) + 1),
+        "onnx_missing": lambda: h.pop("onnx"),
+    }[case]
+    change()
+    path = _write_v2(workdir / f"numpy_{case}.pwk", h, payload)
+
+    def load_and_run(p: Path) -> None:
+        from polywake.detect import Detector
+
+        Detector(load_scorer(p)).process(np.zeros(16000, np.float32))
+
+    for loader in (NumpyScorer, load_and_run):
+        e = expect_model_error(loader, path)
+        if case in NUMPY_CASES and "tensor" not in case and case not in ("dtype_f8", "format_2"):
+            assert "invalid numpy section" in str(e) and "re-export" in str(e), str(e)
+    if case in SECTION_CASES:
+        expect_model_error(OnnxScorer, path)
+
+
+def _mutated_program(program: list, data: st.DataObject) -> list:
+    """The program with one random edit: an op's field set to a random value or removed, an
+    op removed, duplicated or moved."""
+    program = copy.deepcopy(program)
+    ops = _ops(program)
+    kind = data.draw(st.sampled_from(["set", "set", "set", "del_key", "del_op", "dup_op",
+                                      "move_op"]))
+    op = data.draw(st.sampled_from(ops))
+    value = st.one_of(st.integers(-3, 70_000), st.booleans(), st.none(), st.text(max_size=3),
+                      st.floats(allow_nan=True), st.lists(st.integers(0, 9), max_size=3),
+                      st.sampled_from(["conv", "residual", "sigmoid", "scale_shift",
+                                       "heads.w1", "input_norm.scale"]))
+    keys = sorted(op) + ["stride", "dilation", "groups", "relu", "body"]
+    if kind == "set":
+        op[data.draw(st.sampled_from(keys))] = data.draw(value)
+    elif kind == "del_key":
+        op.pop(data.draw(st.sampled_from(sorted(op))), None)
+    else:
+        parents = [program] + [o["body"] for o in ops if isinstance(o.get("body"), list)]
+        parent = data.draw(st.sampled_from([p for p in parents if p]))
+        i = data.draw(st.integers(0, len(parent) - 1))
+        if kind == "del_op":
+            parent.pop(i)
+        elif kind == "dup_op":
+            parent.insert(i, copy.deepcopy(parent[i]))
+        else:
+            parent.insert(data.draw(st.integers(0, len(parent) - 1)), parent.pop(i))
+    return program
+
+
+@fuzz(150)
+@given(st.data())
+def test_mutated_numpy_program_loads_and_runs_or_is_refused(workdir: Path,
+                                                            model: tuple[Path, Path],
+                                                            data: st.DataObject) -> None:
+    """Any edit of the layer program under a valid checksum: a ModelFileError at load, or a
+    scorer whose steps run and give (k, words) scores; nothing else."""
+    header, payload = _split_v2(model[1])
+    h = copy.deepcopy(header)
+    h["numpy"]["program"] = _mutated_program(h["numpy"]["program"], data)
+    path = _write_v2(workdir / "mutated.pwk", h, payload)
+    try:
+        scorer = NumpyScorer(path)
+    except ModelFileError as e:
+        assert str(path) in str(e)
+        event("ModelFileError")
+        return
+    probs, state = scorer.step(np.zeros((16, scorer.n_mels), np.float32), scorer.new_state())
+    probs, _ = scorer.step(np.ones((8, scorer.n_mels), np.float32), state)
+    assert probs.shape == (1, len(WORDS)) and probs.dtype == np.float32
+    event("loaded and ran")
 
 
 # ==============================================================================================

@@ -71,7 +71,7 @@ def fake_model(monkeypatch):
     """listen's model loader -> a ConstantScorer detector; end-pointing on energy."""
     holder: dict = {}
 
-    def factory(model_path=None, config=None):
+    def factory(model_path=None, config=None, backend="auto"):
         scorer = ConstantScorer(WORDS, holder["script"])
         listen.make_detector(scorer, config)
         return lambda: listen.make_detector(scorer, config)
@@ -148,7 +148,7 @@ def test_load_detector_applies_sensitivity_and_reports_missing_model_io(monkeypa
     import polywake.model_io as model_io
 
     monkeypatch.setattr(model_io, "load_scorer",
-                        lambda path=None: ConstantScorer(WORDS, np.zeros((1, 2), np.float32)))
+                        lambda path=None, **_: ConstantScorer(WORDS, np.zeros((1, 2), np.float32)))
     config = parse_config('[listen]\nrefractory_s = 2.5\n[personas.s]\nwords = ["hey samuel"]\n'
                           'sensitivity = 0.9\n', "p.toml")
     det = listen.load_detector("model.pwk", config)
@@ -169,7 +169,7 @@ def test_listen_stdin_through_the_cli_in_a_subprocess(tmp_path):
         from polywake.runtime.endpoint import EnergyEndPointer
         from polywake.scoring import ConstantScorer
         script = np.load({str(tmp_path / "script.npy")!r})
-        listen.detector_factory = lambda path=None, config=None: (
+        listen.detector_factory = lambda path=None, config=None, backend="auto": (
             lambda: listen.make_detector(ConstantScorer({WORDS!r}, script), config))
         router.default_endpointer = EnergyEndPointer
         sys.exit(cli.main(["listen", "-"]))

@@ -135,7 +135,7 @@ def test_serve_wyoming_cli_over_stdio():
         from polywake import cli
         from polywake.runtime import listen
         from polywake.scoring import ConstantScorer
-        listen.detector_factory = lambda path=None, config=None: (lambda: listen.make_detector(
+        listen.detector_factory = lambda path=None, config=None, backend="auto": (lambda: listen.make_detector(
             ConstantScorer(["alexa", "hey samuel"], np.zeros((1, 2), np.float32)), config))
         sys.exit(cli.main(["serve-wyoming", "--uri", "stdio://", "--language", "de"]))
     """)

@@ -1,4 +1,6 @@
-"""The runtime path (load a .pwk, stream audio, decide) must work where torch is not installed."""
+"""The runtime path (load a .pwk, stream audio, decide) must work where torch is not installed,
+and, with the numpy backend (the default for files that have a numpy section), where
+onnxruntime is not installed either."""
 
 from __future__ import annotations
 
@@ -15,14 +17,16 @@ from polywake.models.backbone import TINY, Backbone
 from polywake.models.heads import WakeWordHeads
 from polywake.models.wakeword import save_checkpoint
 
-BLOCK_TORCH = """
+BLOCK = """
 import sys
 class _Block:
     def find_spec(self, name, path=None, target=None):
-        if name == "torch" or name.startswith("torch."):
-            raise ImportError("torch is blocked in this test")
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError(name + " is blocked in this test")
 sys.meta_path.insert(0, _Block())
 """
+BLOCK_TORCH = 'BLOCKED = {"torch"}' + BLOCK
+BLOCK_TORCH_AND_ORT = 'BLOCKED = {"torch", "onnxruntime"}' + BLOCK
 
 
 def test_detect_cli_and_api_run_without_torch(tmp_path: Path) -> None:
@@ -49,3 +53,36 @@ print("ok")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().endswith("ok")
+
+
+def test_default_model_detects_without_torch_or_onnxruntime() -> None:
+    """The shipped model through the API and `polywake detect`: numpy alone scores it."""
+    code = BLOCK_TORCH_AND_ORT + """
+import numpy as np
+from polywake.cli import main
+from polywake.commands.demo import EXAMPLE
+from polywake.detect import Detector
+from polywake.model_io import load_scorer
+d = Detector(load_scorer())
+found = list(d.iter_file(EXAMPLE))
+assert {x.word for x in found} >= {"alexa", "hey samuel"}, found
+assert main(["detect", str(EXAMPLE)]) == 0
+assert main(["detect", "--backend", "numpy", str(EXAMPLE)]) == 0
+assert "torch" not in sys.modules and "onnxruntime" not in sys.modules
+print("ok")
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().endswith("ok") and "alexa" in r.stdout
+
+
+def test_onnx_backend_says_so_when_onnxruntime_is_missing() -> None:
+    code = BLOCK_TORCH_AND_ORT + """
+from polywake.cli import main
+from polywake.commands.demo import EXAMPLE
+assert main(["detect", "--backend", "onnx", str(EXAMPLE)]) == 1
+print("ok")
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.stdout.strip().endswith("ok"), r.stderr
+    assert "the onnx backend needs onnxruntime" in r.stderr and "Traceback" not in r.stderr

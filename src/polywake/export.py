@@ -1,11 +1,14 @@
-"""Export a trained checkpoint to the runtime format: one ONNX streaming step inside a ``.pwk``.
+"""Export a trained checkpoint to the runtime format: one streaming step inside a ``.pwk``.
 
     polywake export runs/default/model.safetensors --out model.pwk [--int8]
 
-The step graph carries the causal layers' state explicitly as inputs/outputs, so the runtime
-needs only onnxruntime + numpy. ``--int8`` applies onnxruntime's dynamic quantization to the
-weights (MatMul/Conv), which shrinks the file ~3x; the test suite checks its scores against
-torch within a stated tolerance.
+The file (format version 2, :mod:`polywake.model_io`) holds the step twice: as an ONNX graph
+that carries the causal layers' state explicitly as inputs/outputs (for onnxruntime), and as a
+numpy section, a layer program with BN-folded float32 weights (:mod:`polywake.numpy_export`),
+which :class:`polywake.numpy_step.NumpyScorer` runs with numpy alone. ``--int8`` applies
+onnxruntime's dynamic quantization to the ONNX graph's weights (MatMul/Conv), which shrinks
+that part ~3x; the numpy section stays float32 (int8 is an ONNX-only option). The test suite
+checks both against torch.
 """
 
 from __future__ import annotations
@@ -91,23 +94,30 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, int8: bool = F
         "quantization": "int8-dynamic" if int8 else "float32",
         "onnx_opset": OPSET,
     })
-    return write_pwk(out, export_onnx(model, int8=int8), card)
+    from .numpy_export import numpy_section
+
+    model.eval()
+    return write_pwk(out, export_onnx(model, int8=int8), card,
+                     numpy_section=numpy_section(model))
 
 
-def compare_scores(checkpoint: str | Path, pwk: str | Path, audio: np.ndarray) -> float:
-    """Max |torch - onnxruntime| probability over a stream of ``audio`` (for tests/bench)."""
+def compare_scores(checkpoint: str | Path, pwk: str | Path, audio: np.ndarray,
+                   backend: str = "onnx") -> float:
+    """Max |torch - the .pwk's ``backend``| probability over a stream of ``audio``."""
     from .detect import Detector
-    from .model_io import OnnxScorer, TorchScorer
+    from .model_io import TorchScorer, load_scorer
 
     a = Detector(TorchScorer(checkpoint)).scores(audio)
-    b = Detector(OnnxScorer(pwk)).scores(audio)
+    b = Detector(load_scorer(pwk, backend=backend)).scores(audio)
     return float(np.max(np.abs(a - b))) if a.size else 0.0
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="a .safetensors checkpoint with wake-word heads")
     p.add_argument("--format", choices=["onnx"], default="onnx")
-    p.add_argument("--int8", action="store_true", help="int8 dynamic quantization")
+    p.add_argument("--int8", action="store_true",
+                   help="int8 dynamic quantization of the ONNX graph (the numpy step stays "
+                        "float32)")
     p.add_argument("--out", required=True, help="output .pwk file")
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..model_io import DEFAULT_MODEL, load_scorer
+from ..model_io import BACKEND_HELP, BACKENDS, DEFAULT_MODEL, load_scorer
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 EXAMPLE = ASSETS / "examples" / "alexa_hey_samuel.flac"
@@ -19,6 +19,7 @@ PERSONAS = ASSETS / "personas.toml"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    p.add_argument("--backend", choices=BACKENDS, default="auto", help=BACKEND_HELP)
     p.add_argument("--audio", type=Path, default=EXAMPLE)
     p.add_argument("--config", type=Path, default=PERSONAS)
 
@@ -28,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from ..runtime.personas import load_config
     from ..runtime.router import run_demo
 
-    scorer = load_scorer(args.model)
+    scorer = load_scorer(args.model, backend=args.backend)
     config = load_config(args.config)
     print(f"model: {args.model.name} — words: {', '.join(scorer.words)}")
     print(f"audio: {args.audio}")

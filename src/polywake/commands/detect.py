@@ -12,12 +12,13 @@ import sys
 
 from ..audio import AudioError
 from ..detect import Detector
-from ..model_io import load_scorer
+from ..model_io import BACKEND_HELP, BACKENDS, load_scorer
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("files", nargs="+", help="audio files (WAV/FLAC/OGG, any rate/channels)")
     p.add_argument("--model", help="a .pwk or .safetensors model (default: the shipped one)")
+    p.add_argument("--backend", choices=BACKENDS, default="auto", help=BACKEND_HELP)
     p.add_argument("--json", action="store_true", help="one JSON object per detection")
     p.add_argument("--sensitivity", type=float, help="0..1 for every word (default: card)")
     p.add_argument("--threshold", action="append", default=[], metavar="WORD=T",
@@ -36,7 +37,7 @@ def _thresholds(specs: list[str]) -> dict[str, float]:
 
 
 def run(args: argparse.Namespace) -> int:
-    scorer = load_scorer(args.model)
+    scorer = load_scorer(args.model, backend=args.backend)
     failed = 0
     for path in args.files:
         det = Detector(scorer, thresholds=_thresholds(args.threshold) or None,

@@ -1,4 +1,4 @@
-"""`polywake listen [SOURCE] [--model PATH] [--config personas.toml]`
+"""`polywake listen [SOURCE] [--model PATH] [--backend auto|numpy|onnx] [--config personas.toml]`
 
 SOURCE is an audio file, ``-`` for raw 16-bit little-endian PCM at 16 kHz mono on stdin
 (``arecord -f S16_LE -r 16000 -c 1 | polywake listen - ...``), or nothing for the microphone.
@@ -40,11 +40,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="audio file, '-' for raw s16le 16 kHz mono PCM on stdin; "
                         "default: the microphone")
     p.add_argument("--model", help="model file (.pwk); default: the shipped model")
+    add_backend_argument(p)
     p.add_argument("--config", help="personas TOML: wake word -> persona -> handler")
     p.add_argument("--device", help="microphone device (number or name substring)")
     p.add_argument("--list-devices", action="store_true", help="list audio devices and exit")
     p.add_argument("-v", "--verbose", action="count", default=0,
                    help="more log output on stderr (-vv for debug)")
+
+
+def add_backend_argument(p: argparse.ArgumentParser) -> None:
+    # Spelled out rather than model_io.BACKENDS: this module imports model_io only when it
+    # loads a model (detector_factory), so an install without it still starts and says why.
+    p.add_argument("--backend", choices=["auto", "numpy", "onnx"], default="auto",
+                   help="how to run a .pwk: numpy (no onnxruntime), onnx (onnxruntime), or "
+                        "auto (numpy when the file has a numpy section, else onnx)")
 
 
 def setup_logging(verbose: int) -> None:
@@ -54,10 +63,11 @@ def setup_logging(verbose: int) -> None:
 
 
 def load_detector(model_path: str | os.PathLike | None = None,
-                  config: RuntimeConfig | None = None) -> Detector:
-    """Load a model with ``polywake.model_io.load_scorer`` (None: the shipped default model)
-    and wrap it in a Detector tuned by the config (see :func:`make_detector`)."""
-    return detector_factory(model_path, config)()
+                  config: RuntimeConfig | None = None, backend: str = "auto") -> Detector:
+    """Load a model with ``polywake.model_io.load_scorer`` (None: the shipped default model;
+    ``backend``: auto, numpy or onnx) and wrap it in a Detector tuned by the config (see
+    :func:`make_detector`)."""
+    return detector_factory(model_path, config, backend)()
 
 
 def make_detector(scorer: StreamingScorer, config: RuntimeConfig | None = None,
@@ -75,7 +85,8 @@ def make_detector(scorer: StreamingScorer, config: RuntimeConfig | None = None,
 
 
 def detector_factory(model_path: str | os.PathLike | None = None,
-                     config: RuntimeConfig | None = None) -> Callable[[], Detector]:
+                     config: RuntimeConfig | None = None,
+                     backend: str = "auto") -> Callable[[], Detector]:
     """Load the model once; return a function that makes a fresh Detector per stream."""
     try:
         from ..model_io import load_scorer
@@ -83,7 +94,7 @@ def detector_factory(model_path: str | os.PathLike | None = None,
         raise PolywakeError(
             f"cannot load a model: polywake.model_io is not available in this install ({e})"
         ) from None
-    scorer = load_scorer(model_path)
+    scorer = load_scorer(model_path, backend=backend)
     make_detector(scorer, config)  # fail now, at startup, on a config the model cannot serve
     return lambda: make_detector(scorer, config)
 
@@ -127,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
         print(list_devices())
         return 0
     config = load_config(args.config) if args.config else None
-    detector = load_detector(args.model, config)
+    detector = load_detector(args.model, config, args.backend)
     handlers = build_handlers(config.personas) if config is not None else {}
     router = WakeRouter(detector, config, handlers)
     if config is None:

@@ -160,7 +160,10 @@ async def start_server(uri: str, words: list[WakeWord], detector_factory: Callab
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from .listen import add_backend_argument
+
     p.add_argument("--model", help="model file (.pwk); default: the shipped model")
+    add_backend_argument(p)
     p.add_argument("--config", help="personas TOML; its wake words (and sensitivities) are "
                                     "served; default: every word of the model")
     p.add_argument("--uri", default=DEFAULT_URI, help=f"where to listen (default {DEFAULT_URI};"
@@ -175,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
 
     setup_logging(args.verbose + 1)
     config = load_config(args.config) if args.config else None
-    make = detector_factory(args.model, config)
+    make = detector_factory(args.model, config, args.backend)
     words = exposed_words(make().words, config)
     try:
         server = AsyncServer.from_uri(args.uri)

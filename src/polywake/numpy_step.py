@@ -1,0 +1,258 @@
+"""The streaming step of a ``.pwk`` model in numpy alone: no onnxruntime, no torch.
+
+A version-2 ``.pwk`` (:mod:`polywake.model_io`) carries a numpy section: a layer program in its
+JSON header and float32 tensors in its payload. The program is a list of ops applied in order
+to a (time, channels) activation, which starts as the (k * frames_per_step, n_mels) log-mel
+frames and ends as (k, words) probabilities:
+
+* ``{"op": "scale_shift", "scale": T, "shift": T}``: ``x * scale + shift`` per channel (the
+  input BatchNorm).
+* ``{"op": "conv", "weight": T, "bias": T, "stride": s, "dilation": d, "groups": g,
+  "relu": bool}``: a causal 1-D convolution with torch's Conv1d weight layout (cout, cin / g,
+  k), every BatchNorm already folded into weight and bias. It is left-padded by
+  ``p = (k - 1) d + 1 - s`` inputs from its state, as
+  :class:`polywake.models.layers.CausalConv1d`, and ``relu`` applies ReLU to its output.
+* ``{"op": "residual", "body": [ops]}``: ``relu(x + body(x))``.
+* ``{"op": "sigmoid"}``.
+
+``T`` names a tensor of the section. The state is one (p, cin) float32 array per conv with
+p > 0, in program order: the ONNX graph's ``state_i`` (there (1, cin, p)), time-major.
+
+Speed: a step is ~20 tiny matrix products, so numpy's per-call overhead costs more than the
+arithmetic. Each conv is therefore one BLAS call: at load its weights become a dense
+(k * cin, cout) im2col matrix (a grouped conv a block-diagonal one: a few kB more, one code
+path), its input columns are a strided view of [state; x] copied once, and bias and ReLU
+run in place. Activations stay time-major, so the frames need no transpose and the state
+is a contiguous slice of [state; x].
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ModelFileError
+from .model_io import DEFAULT_MODEL, PwkFile, check_card, read_pwk_file
+
+MAX_OPS = 10_000
+MAX_DEPTH = 8
+MAX_KERNEL = 64
+MAX_STRIDE = 64
+MAX_DILATION = 4096
+# Dense im2col matrices of all convs together (floats): grouped convs grow by their group
+# count, so a crafted file could otherwise ask for gigabytes. The standard model needs ~0.4M.
+MAX_DENSE_WEIGHTS = 32 * 1024 * 1024
+MAX_STATE_FLOATS = 1024 * 1024  # likewise for the carried state (the standard model: 4.3k)
+
+_SCALE_SHIFT, _CONV, _PUSH, _ADD_RELU, _SIGMOID = range(5)
+
+
+@dataclass(frozen=True, slots=True)
+class _Conv:
+    weight: np.ndarray  # (k * cin, cout); row j * cin + c holds tap j of input channel c
+    bias: np.ndarray  # (cout,)
+    cin: int
+    kernel: int
+    stride: int
+    dilation: int
+    pad: int
+    span: int  # (k - 1) * dilation + 1 inputs per output
+    relu: bool
+    state: int  # index into the state list; -1 when pad == 0
+    strides: tuple[int, int, int]  # byte strides of the (t, tap, c) im2col view
+
+
+class _Compiler:
+    """The header's program + the section's tensors -> a flat list of (opcode, argument),
+    with every shape, channel count and stride checked so a bad file fails at load."""
+
+    def __init__(self, path: Path, tensors: dict[str, np.ndarray]) -> None:
+        self.path, self.tensors = path, tensors
+        self.ops: list[tuple[int, Any]] = []
+        self.state_shapes: list[tuple[int, int]] = []
+        self.dense = 0
+        self.state_floats = 0
+        self.n_in: int | None = None  # channels of the program's input (mel bands)
+
+    def fail(self, why: str) -> ModelFileError:
+        return ModelFileError(f"{self.path}: invalid numpy section ({why}); re-export the model")
+
+    def tensor(self, op: dict, key: str, ndim: int) -> np.ndarray:
+        name = op.get(key)
+        t = self.tensors.get(name) if isinstance(name, str) else None
+        if t is None or t.ndim != ndim:
+            raise self.fail(f"{op.get('op')}: {key} {name!r} is not a {ndim}-d tensor")
+        return t
+
+    def integer(self, op: dict, key: str, hi: int) -> int:
+        v = op.get(key, 1)
+        if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= hi:
+            raise self.fail(f"{op.get('op')}: {key} {v!r} is not in 1..{hi}")
+        return v
+
+    def program(self, ops: Any, channels: int | None, depth: int = 0
+                ) -> tuple[int | None, int]:
+        """Compile ``ops``; -> (channels out, total stride)."""
+        if depth > MAX_DEPTH:
+            raise self.fail(f"residual blocks nested more than {MAX_DEPTH} deep")
+        if not isinstance(ops, list):
+            raise self.fail("the program is not a list of ops")
+        stride = 1
+        for op in ops:
+            if len(self.ops) > MAX_OPS:
+                raise self.fail("too many ops")
+            kind = op.get("op") if isinstance(op, dict) else None
+            if kind == "scale_shift":
+                scale, shift = self.tensor(op, "scale", 1), self.tensor(op, "shift", 1)
+                if scale.shape != shift.shape or channels not in (None, scale.shape[0]):
+                    raise self.fail(f"scale_shift of {scale.shape[0]} channels on {channels}")
+                if channels is None:
+                    self.n_in = channels = scale.shape[0]
+                self.ops.append((_SCALE_SHIFT, (scale.copy(), shift.copy())))
+            elif kind == "conv":
+                conv = self.conv(op, channels)
+                channels = conv.weight.shape[1]
+                stride *= conv.stride
+                self.ops.append((_CONV, conv))
+            elif kind == "residual":
+                body = op.get("body")
+                if not body:
+                    raise self.fail("a residual block with an empty body")
+                self.ops.append((_PUSH, None))
+                out, s = self.program(body, channels, depth + 1)
+                if out != channels or s != 1:
+                    raise self.fail(f"a residual body maps {channels} channels to {out} "
+                                    f"with stride {s}")
+                self.ops.append((_ADD_RELU, None))
+            elif kind == "sigmoid":
+                self.ops.append((_SIGMOID, None))
+            else:
+                raise self.fail(f"unknown op {kind!r}")
+        return channels, stride
+
+    def conv(self, op: dict, channels: int | None) -> _Conv:
+        w, b = self.tensor(op, "weight", 3), self.tensor(op, "bias", 1)
+        stride = self.integer(op, "stride", MAX_STRIDE)
+        dilation = self.integer(op, "dilation", MAX_DILATION)
+        groups = self.integer(op, "groups", 1 << 16)
+        cout, cin_g, k = w.shape
+        cin = cin_g * groups
+        if channels is None:
+            self.n_in = channels = cin
+        if channels != cin or cout % groups or b.shape != (cout,) or cin_g == 0 \
+                or not 1 <= k <= MAX_KERNEL:
+            raise self.fail(f"conv weight {w.shape} x {groups} groups, bias {b.shape}, "
+                            f"on {channels} channels")
+        span = (k - 1) * dilation + 1
+        pad = span - stride
+        if pad < 0:
+            raise self.fail(f"conv with kernel {k}, dilation {dilation} < stride {stride}")
+        self.dense += k * cin * cout
+        if self.dense > MAX_DENSE_WEIGHTS:
+            raise self.fail("the convs are too large")
+        dense = np.zeros((k, cin, cout), np.float32)
+        og = cout // groups
+        for g in range(groups):  # block diagonal: group g's outputs see only its inputs
+            dense[:, g * cin_g:(g + 1) * cin_g, g * og:(g + 1) * og] = \
+                w[g * og:(g + 1) * og].transpose(2, 1, 0)
+        state = -1
+        self.state_floats += pad * cin
+        if self.state_floats > MAX_STATE_FLOATS:
+            raise self.fail("the convs' state is too large")
+        if pad:
+            state = len(self.state_shapes)
+            self.state_shapes.append((pad, cin))
+        if not isinstance(op.get("relu", False), bool):
+            raise self.fail(f"conv relu {op.get('relu')!r} is not a boolean")
+        row = 4 * cin
+        return _Conv(dense.reshape(k * cin, cout), b.astype(np.float32), cin, k, stride,
+                     dilation, pad, span, bool(op.get("relu", False)), state,
+                     (stride * row, dilation * row, 4))
+
+
+class NumpyScorer:
+    """Runs a ``.pwk`` model's numpy section; the same interface and probabilities (float32
+    rounding apart) as :class:`polywake.model_io.OnnxScorer`. The weights are read-only after
+    load and every step allocates its own arrays, so one scorer serves any number of threads,
+    each stream with its own state from :meth:`new_state`."""
+
+    def __init__(self, path: str | os.PathLike = DEFAULT_MODEL, *,
+                 pwk: PwkFile | None = None) -> None:
+        self.path = Path(path)
+        pwk = pwk if pwk is not None else read_pwk_file(self.path, want=("numpy",))
+        self.card = pwk.card
+        self.words, self.frames_per_step = check_card(self.path, self.card)
+        c = _Compiler(self.path, pwk.numpy_tensors())
+        try:
+            out, stride = c.program((pwk.numpy or {}).get("program"), None)
+        except ModelFileError:
+            raise
+        except (ValueError, TypeError, AttributeError, RecursionError) as e:
+            raise c.fail(f"{type(e).__name__}: {e}") from e
+        n_mels = c.n_in
+        if n_mels is None or out != len(self.words) or stride != self.frames_per_step:
+            raise c.fail(f"it maps {n_mels} mels to {out} scores every {stride} frames; the "
+                         f"card has {len(self.words)} words every {self.frames_per_step}")
+        self.n_mels = n_mels
+        self._ops = c.ops
+        self._state_shapes = c.state_shapes
+
+    def new_state(self) -> list[np.ndarray]:
+        return [np.zeros(s, np.float32) for s in self._state_shapes]
+
+    def step(self, frames: np.ndarray, state: list[np.ndarray]
+             ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """(k * frames_per_step, n_mels) frames -> ((k, words) probabilities, new state).
+        The old state is left as it was."""
+        x = np.ascontiguousarray(frames, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != self.n_mels or x.shape[0] % self.frames_per_step:
+            raise ValueError(f"frames {x.shape}: expected (k * {self.frames_per_step}, "
+                             f"{self.n_mels})")
+        if len(state) != len(self._state_shapes):
+            raise ValueError(f"{len(state)} state arrays, the model has "
+                             f"{len(self._state_shapes)}")
+        new = list(state)
+        saved: list[np.ndarray] = []
+        f32 = np.float32
+        for code, a in self._ops:
+            if code == _CONV:
+                if a.pad:
+                    xx = np.concatenate((state[a.state], x))
+                    # A view: xx is this step's own array and nothing writes to it later.
+                    new[a.state] = xx[-a.pad:]
+                else:
+                    xx = x
+                n = (xx.shape[0] - a.span) // a.stride + 1
+                if a.kernel == 1 and a.stride == 1:
+                    cols = xx
+                elif a.dilation == 1 and xx.shape[0] == a.span:
+                    # One output that sees every row of xx: its im2col row is xx itself.
+                    cols = xx.reshape(1, -1)
+                else:
+                    # im2col as a strided view: row t, tap j, channel c = xx[t s + j d, c];
+                    # the reshape copies it once into the (n, k * cin) matrix.
+                    cols = np.ndarray((n, a.kernel, a.cin), f32, xx, 0,
+                                      a.strides).reshape(n, a.kernel * a.cin)
+                x = cols @ a.weight
+                x += a.bias
+                if a.relu:
+                    np.maximum(x, 0.0, out=x)
+            elif code == _PUSH:
+                saved.append(x)
+            elif code == _ADD_RELU:
+                # x is the body's own fresh output (bodies are never empty), so in place is
+                # safe; the saved input may be the caller's frames, which stay untouched.
+                x += saved.pop()
+                np.maximum(x, 0.0, out=x)
+            elif code == _SCALE_SHIFT:
+                x = x * a[0]
+                x += a[1]
+            else:  # _SIGMOID. Clipping at -88 keeps exp finite in float32 without an errstate
+                # (scores below sigmoid(-88) ~ 6e-39 read as that); 1 / (1 + e) keeps the
+                # relative precision of small scores, which calibrated thresholds can reach.
+                x = f32(1.0) / (f32(1.0) + np.exp(np.minimum(-x, f32(88.0))))
+        return x, new
