@@ -59,7 +59,9 @@ def test_pretrain_killed_and_resumed_equals_uninterrupted(tmp_path: Path) -> Non
 
 
 @pytest.mark.slow
-def test_wakeword_training_smoke_exports_a_working_model(tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.parametrize("finetune_steps", [0, 3])
+def test_wakeword_training_smoke_exports_a_working_model(tmp_path: Path, monkeypatch,
+                                                         finetune_steps: int) -> None:
     from polywake.detect import Detector
     from polywake.model_io import OnnxScorer, read_pwk
     from polywake.models.backbone import TINY, Backbone
@@ -86,9 +88,17 @@ def test_wakeword_training_smoke_exports_a_working_model(tmp_path: Path, monkeyp
                    "dev": [rng.standard_normal(6000).astype(np.float32) * 0.1]},
     )
     ckpt = train_model(bb_path, clips, ["lo", "hi"], tmp_path / "out", per_word=12, n_neg=8,
-                       steps=20, mining_rounds=1, bg_max_files=1, noise_minutes=0.1)
+                       steps=20, mining_rounds=1, bg_max_files=1, noise_minutes=0.1,
+                       finetune_steps=finetune_steps)
     card, _ = read_pwk(tmp_path / "out" / "model.pwk")
     assert card["words"] == ["lo", "hi"] and ckpt.exists()
+    assert card["training"]["finetune_steps"] == finetune_steps
+    from polywake.models.wakeword import load_checkpoint
+
+    same = all(torch.equal(a, b) for a, b in zip(
+        load_checkpoint(bb_path)[0].state_dict().values(),
+        load_checkpoint(ckpt)[0].state_dict().values(), strict=True))
+    assert same == (finetune_steps == 0)  # only fine-tuning changes the backbone
     for w in ("lo", "hi"):
         entry = card["per_word"][w]
         assert 0.0 <= entry["threshold"] <= 1.0 + 1e-6
@@ -132,3 +142,42 @@ def test_distill_resumes_exactly_and_saves_a_backbone(tmp_path: Path) -> None:
     assert [h["step"] for h in history] == [4, 8]
     # unit-RMS embeddings: the loss is finite and below 4 (the worst case for ReLU outputs)
     assert all(0.0 <= h["dev_loss"] < 4.0 for h in history)
+
+
+@pytest.mark.slow
+def test_finetune_killed_and_resumed_equals_uninterrupted(tmp_path: Path) -> None:
+    import copy
+
+    from polywake.models.backbone import TINY, Backbone
+    from polywake.models.heads import WakeWordHeads
+    from polywake.train.finetune import finetune
+    from polywake.train.windows import N_SAMPLES, STEPS
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    audio = (rng.standard_normal((6, N_SAMPLES)) * 0.1).astype(np.float32)
+    labels = np.zeros((6, STEPS, 2), np.int8)
+    labels[0, -4:, 0] = labels[1, -4:, 0] = 1
+    labels[2, -4:, 1] = labels[3, -4:, 1] = 1
+    bg = (rng.standard_normal((2, N_SAMPLES)) * 0.05).astype(np.float32)
+    bb0 = Backbone(TINY)
+    h0 = WakeWordHeads(bb0.embed_dim, ["a", "b"], hidden=4)
+
+    def run(state: Path, **kw):
+        bb, h = copy.deepcopy(bb0), copy.deepcopy(h0)
+        finetune(bb, h, audio, labels, ["a", "b"], steps=6, extra_negatives=bg, seed=3,
+                 pos_per_word=2, neg_per_batch=3, state_path=state, save_every=2,
+                 progress=False, **kw)
+        return bb, h
+
+    bb_a, h_a = run(tmp_path / "a.safetensors")
+    run(tmp_path / "b.safetensors", stop_after=3)  # "killed" after 3 steps
+    bb_b, h_b = run(tmp_path / "b.safetensors")  # the same call resumes at step 3
+    for m_a, m_b in ((bb_a, bb_b), (h_a, h_b)):
+        for (k, v_a), v_b in zip(m_a.state_dict().items(), m_b.state_dict().values(),
+                                 strict=True):
+            torch.testing.assert_close(v_a, v_b, rtol=0, atol=0, msg=k)
+    moved = [k for k, v in bb_a.state_dict().items()
+             if v.is_floating_point() and not torch.equal(v, bb0.state_dict()[k])]
+    assert moved, "fine-tuning left the backbone unchanged"

@@ -107,6 +107,14 @@ def file_sig(path: Path) -> str:
     return h.hexdigest()[:12]
 
 
+def _state_sig(module: torch.nn.Module) -> str:
+    h = hashlib.sha1()
+    for k, v in sorted(module.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:12]
+
+
 def background_streams(backbone: Backbone, split: str, key: str,
                        max_files: int | None = None) -> list[tuple[str, np.ndarray]]:
     """Embeddings of the real background audio of a split, cached per backbone."""
@@ -213,7 +221,8 @@ def train_model(backbone_path: Path, clips: WordClips, words: list[str], out_dir
                 per_word: int = 2500, n_neg: int = 10000, steps: int = 1500,
                 mining_rounds: int = 2, fa_target: float = DEFAULT_FA_TARGET, seed: int = 0,
                 command: str = "", bg_max_files: int | None = None,
-                noise_minutes: float = 25.0, hidden: int = 16) -> Path:
+                noise_minutes: float = 25.0, hidden: int = 16,
+                finetune_steps: int = 0) -> Path:
     t0 = time.time()
     torch.manual_seed(seed)
     backbone, _, bb_card, _ = load_checkpoint(backbone_path)
@@ -227,15 +236,27 @@ def train_model(backbone_path: Path, clips: WordClips, words: list[str], out_dir
     dv = build_windows(clips, words, "dev", noise_dev, rirs, max(200, per_word // 8),
                        n_neg // 8, seed + 1)
     print(f"windows: train {len(tr.word)}, dev {len(dv.word)}")
+    heads = WakeWordHeads(backbone.embed_dim, hidden=hidden)
+    for i, w in enumerate(words):
+        heads.add_word(w, seed=seed * 100 + i)
+    if finetune_steps:
+        from .finetune import background_windows, finetune
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        bg_audio = background_windows(splits.background_files("train")[:bg_max_files],
+                                      N_SAMPLES)
+        finetune(backbone, heads, tr.audio, window_labels(tr, len(words)), words,
+                 steps=finetune_steps, extra_negatives=bg_audio, seed=seed,
+                 state_path=out_dir / "finetune_state.safetensors")
+        del bg_audio
+        # Embedding caches are per backbone: the fine-tuned one gets its own key.
+        key = _state_sig(backbone)
     tr_set = EmbeddedSet(embed(backbone, tr.audio), window_labels(tr, len(words)), words)
     bg_tr = chop(background_streams(backbone, "train", key, bg_max_files), backbone.embed_dim)
     tr_set = tr_set.concat(EmbeddedSet(bg_tr, np.zeros(bg_tr.shape[:2] + (len(words),),
                                                        np.int8), words))
     dv_emb = embed(backbone, dv.audio)
     dev_streams = background_streams(backbone, "dev", key, bg_max_files)
-    heads = WakeWordHeads(backbone.embed_dim, hidden=hidden)
-    for i, w in enumerate(words):
-        heads.add_word(w, seed=seed * 100 + i)
     weights = None
     for r in range(mining_rounds + 1):
         train_heads(heads, tr_set, words, steps=steps, seed=seed + r, neg_weights=weights)
@@ -257,6 +278,7 @@ def train_model(backbone_path: Path, clips: WordClips, words: list[str], out_dir
                      "windows_per_word": per_word, "negative_windows": int(n_neg),
                      "background_windows": int(bg_tr.shape[0]), "steps": steps,
                      "mining_rounds": mining_rounds, "seed": seed,
+                     "finetune_steps": finetune_steps,
                      "calibration": f"dev voices + dev background, {fa_target} FA/h"},
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -291,6 +313,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--hidden", type=int, default=16, help="hidden units per word head "
                    "(8 for the tiny model: <= 50k parameters with five words)")
+    p.add_argument("--finetune-steps", type=int, default=0,
+                   help="first fine-tune backbone + heads end to end for this many steps "
+                        "(checkpointed in OUT/finetune_state.safetensors; 0: frozen backbone)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (1: on a shared 2-core CPU more threads spin and slow down)")
 
@@ -302,7 +327,7 @@ def run(args: argparse.Namespace) -> int:
     train_model(args.backbone, clips, words, args.out, per_word=args.per_word,
                 n_neg=args.negatives, steps=args.steps, mining_rounds=args.mining_rounds,
                 fa_target=args.fa_target, seed=args.seed, hidden=args.hidden,
-                command="polywake train " + " ".join(sys.argv[2:]))
+                finetune_steps=args.finetune_steps, command="polywake train " + " ".join(sys.argv[2:]))
     return 0
 
 
