@@ -29,9 +29,14 @@ What the models do (measured, ``--check`` re-verifies the parts marked *):
   The runtime's 76-frame windows start at a group boundary: 9 whole groups and the first half
   of the newest one, whose last 4 frames reach the embedding only through its dB floor.
 
-Alignment with polywake. Polywake frame ``j`` covers samples ``[160 j, 160 j + 400)`` and step
+Alignment with polywake's windows (``polywake.train.windows``: ``embed``, ``step_end_samples``,
+the labels). Polywake frame ``j`` covers samples ``[160 j, 160 j + 400)`` and step
 ``i`` has heard audio up to ``((i + 1) * 8 - 1) * 160 + 400`` samples; a window of ``S``
-samples has ``floor(((S - 400) // 160 + 1) / 8)`` steps. Here, group ``g`` is the mel model
+samples has ``floor(((S - 400) // 160 + 1) / 8)`` steps. (The Detector, and
+``polywake.train.windows.embed_stream``, start a stream with 240 zero samples,
+``polywake.features.STREAM_LEAD``: the same as this on the signal with 240 zeros in front,
+their step ``i`` ending at ``(i + 1) * 1280``. ``stream()`` here keeps the windows' grid, so
+that it equals ``windows()``.) Here, group ``g`` is the mel model
 run on samples ``[1280 g - 56, 1280 g + 1576)`` (zeros outside the signal; they have zero
 weight), so its frames are exactly polywake's frames ``8 g .. 8 g + 7``. Step ``i`` gets the
 embedding of groups ``i - 9 .. i``: frames ``8 i - 72 .. 8 i + 3`` as content, and group
@@ -88,13 +93,15 @@ VENV = ROOT / "work_data" / "peers_venv"
 
 
 def polywake_steps(n_samples: int) -> int:
-    """Steps polywake gives for ``n_samples`` samples (see polywake.features, detect)."""
+    """Steps polywake gives for a window of ``n_samples`` samples (polywake.train.windows.embed;
+    a Detector stream of ``n`` samples has ``polywake_steps(n + STREAM_LEAD)``)."""
     frames = 0 if n_samples < WIN else 1 + (n_samples - WIN) // HOP
     return frames // FRAMES_PER_STEP
 
 
 def step_end_sample(i: int) -> int:
-    """Samples step ``i`` has heard (polywake.detect.Detector.step_end_sample)."""
+    """Samples step ``i`` of a window has heard (polywake.train.windows.step_end_samples;
+    polywake.detect.Detector.step_end_sample(i) + STREAM_LEAD)."""
     return ((i + 1) * FRAMES_PER_STEP - 1) * HOP + WIN
 
 

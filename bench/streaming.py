@@ -35,8 +35,10 @@ One run measures, on one pinned core, one thread everywhere:
    and the start/end estimates' errors against the true placement. Skipped with a message
    when the model or the TTS engines are missing.
 4. Streaming == offline: ``Detector.scores()`` over random chunkings (1..5000 samples, 80 ms,
-   all at once) of the float32 ``.pwk`` (both backends) against ``sigmoid(WakeWordModel.forward(logmel_torch(
-   whole signal)))`` in torch; max |difference| must be <= 1e-4 (int8 reported alongside).
+   all at once) of the float32 ``.pwk`` (both backends) against ``sigmoid(WakeWordModel.forward(
+   logmel_torch(whole signal)))`` in torch, the signal with the Detector's 240 samples of
+   lead (``features.STREAM_LEAD``) in front; max |difference| must be <= 1e-4 (int8 reported
+   alongside).
    Also the shipped ``default.pwk`` against ``default.safetensors`` when both are there.
 5. openWakeWord (pyopen-wakeword in the peers' venv, bench/peers.py's OwwEngine with TFLite on
    one thread) with 1, 5 and 10 models loaded at once (the wheel has 5; 10 loads each twice),
@@ -359,7 +361,7 @@ def exactness(setups: list[dict], audio: np.ndarray, seed: int = 0) -> list[list
     import torch
 
     from polywake.detect import Detector
-    from polywake.features import logmel_torch
+    from polywake.features import STREAM_LEAD, logmel_torch, with_lead
     from polywake.models.wakeword import WakeWordModel, load_checkpoint
 
     rng = np.random.default_rng(seed)
@@ -370,8 +372,9 @@ def exactness(setups: list[dict], audio: np.ndarray, seed: int = 0) -> list[list
             continue
         bb, heads, card, _ = load_checkpoint(s["exact_ckpt"])
         model = WakeWordModel(bb, heads, card).eval()
-        with torch.no_grad():
-            ref = torch.sigmoid(model(logmel_torch(torch.from_numpy(x)[None])))[0].numpy()
+        with torch.no_grad():  # the Detector's stream starts with STREAM_LEAD zeros
+            ref = torch.sigmoid(model(logmel_torch(torch.from_numpy(
+                with_lead(x, STREAM_LEAD))[None])))[0].numpy()
         det = Detector(make_scorer(s["exact_pwk"], s.get("backend", "onnx")))
         worst, lengths = 0.0, []
         chunkings = {"random 1..5000": None, "80 ms": CHUNK, "whole signal": x.size}
@@ -489,9 +492,10 @@ def latency(model: Path, n_voices: int, seed: int = 0) -> tuple[str, list[list[s
     gaps = [r["emit"] - r["decided"] for rs in res.values() for r in rs if r["hit"]]
     note = ""
     if gaps:
-        note = (f"Emitted - decided_s = {1000 * np.median(gaps):.0f} ms (median): step i's "
-                "audio ends at sample 1280 i + 1520, 240 samples past an 80 ms chunk boundary, "
-                "so every step waits for the next chunk (65 ms) before it can be scored.")
+        note = (f"Emitted - decided_s = {1000 * np.median(gaps):.0f} ms (median): the stream "
+                "starts with 240 zero samples (STREAM_LEAD), so step i's audio ends at sample "
+                "1280 (i + 1), on an 80 ms chunk boundary, and each step is scored in the "
+                "process() call that brings its last chunk.")
     what = (f"{model.name}, {len(picked)} test-split voices "
             f"({', '.join(sorted({v.engine for v in picked}))}), "
             f"{failed} syntheses failed; words at -20 dBFS in Speech Commands noise at 20 dB "
@@ -749,8 +753,10 @@ def main() -> None:
         out += [oww_note, ""]
     out += ["### Streaming scores == offline scores", "",
             "`Detector.scores()` (.pwk, onnxruntime or numpy) over each chunking against "
-            "`sigmoid(WakeWordModel.forward(logmel_torch(whole signal)))` in torch; the same "
-            "number of steps for every chunking is required too.", "", exact_table, "",
+            "`sigmoid(WakeWordModel.forward(logmel_torch(whole signal)))` in torch, with the "
+            "stream's 240 zero samples of lead (`features.STREAM_LEAD`) in front of the "
+            "signal; the same number of steps for every chunking is required too.", "",
+            exact_table, "",
             "### Detection latency", "", lat_what, ""]
     if lat_table:
         out += [lat_table, "",

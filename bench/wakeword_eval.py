@@ -62,7 +62,11 @@ def embedder_for(model_path: Path, backbone_ref: Path | None = None):
 
 
 def cached_streams(embedder, files: list[Path], tag: str) -> list[tuple[str, np.ndarray]]:
-    cache = CACHE / f"streams-{tag}-{embedder.key}.npz"
+    from polywake.train.windows import STREAM_VERSION
+
+    # The stream version is in the key: a change in how files are streamed never reads an
+    # older cache.
+    cache = CACHE / f"streams-{tag}-{embedder.key}-s{STREAM_VERSION}.npz"
     if cache.exists():
         d = np.load(cache, allow_pickle=False)
         return [(str(n), d[f"e{i}"]) for i, n in enumerate(d["names"])]

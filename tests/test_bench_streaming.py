@@ -15,7 +15,7 @@ sys.path.insert(0, str(BENCH))
 import oww_embedder  # noqa: E402
 import streaming  # noqa: E402
 from polywake.detect import Detector  # noqa: E402
-from polywake.features import num_frames  # noqa: E402
+from polywake.features import STREAM_LEAD, num_frames  # noqa: E402
 from polywake.scoring import ConstantScorer  # noqa: E402
 
 HAVE_OWW = (oww_embedder._model_dir() is not None
@@ -24,11 +24,17 @@ HAVE_OWW = (oww_embedder._model_dir() is not None
 
 @pytest.mark.parametrize("n", [0, 399, 400, 1679, 1680, 13039, 13040, 41199, 41200, 160000])
 def test_oww_step_convention_is_polywakes(n: int) -> None:
+    # The embedder keeps polywake's window grid (train.windows); the Detector's stream is the
+    # same grid on the signal with STREAM_LEAD zeros in front.
+    from polywake.train.windows import step_end_samples
+
     det = Detector(ConstantScorer(["a"]))
     assert oww_embedder.polywake_steps(n) == num_frames(n) // 8
-    assert det.scores(np.zeros(n, np.float32)).shape[0] == oww_embedder.polywake_steps(n)
+    assert det.scores(np.zeros(n, np.float32)).shape[0] == \
+        oww_embedder.polywake_steps(n + STREAM_LEAD) == n // 1280
+    ends = step_end_samples(3)
     for i in range(3):
-        assert oww_embedder.step_end_sample(i) == det.step_end_sample(i)
+        assert oww_embedder.step_end_sample(i) == ends[i] == det.step_end_sample(i) + STREAM_LEAD
 
 
 def test_oww_group_geometry() -> None:

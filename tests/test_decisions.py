@@ -106,6 +106,34 @@ def test_longer_word_that_gave_up_stops_the_wait() -> None:
     assert decisions[0].decided_s - decisions[0].peak_s <= 2 * STEP + 1e-9
 
 
+def test_longer_word_that_cannot_contain_it_is_not_waited_for() -> None:
+    # "computer" is longer than "alexa" by less than prefix_min_s and shares no text: it can
+    # never contain "alexa" (rule 5), so its stirring does not delay "alexa".
+    alexa = WordCard("alexa", duration_s=0.49, latency_s=0.32)
+    computer = WordCard("computer", duration_s=0.62, latency_s=0.2)
+    zulu = WordCard("zulu", duration_s=0.49 + 0.2, latency_s=0.32)  # long enough: waited for
+    n = 60
+    for other, waits in ((computer, False), (zulu, True)):
+        rows = np.zeros((n, 2))
+        rows[:, 0] = bump(n, 20, 0.9)
+        rows[:, 1] = bump(n, 21, 0.4, width=3.0)  # live, never a candidate
+        decisions, _ = run(engine([alexa, other]), rows, flush=False)
+        assert [d.word for d in decisions] == ["alexa"]
+        extra = decisions[0].decided_s - decisions[0].peak_s
+        assert extra > STEP if waits else extra == pytest.approx(STEP)
+
+
+def test_a_score_of_one_is_its_peak_at_once() -> None:
+    rows = np.zeros((40, 2))
+    rows[10:14, 0] = [0.7, 1.0, 1.0, 0.6]  # reaches 1 at step 11: decided there, no wait
+    rows[30:33, 1] = [1.0, 1.0, 0.2]  # crosses at 1 directly
+    decisions, _ = run(engine([WordCard("echo"), WordCard("amazon")]), rows, flush=False)
+    assert [d.word for d in decisions] == ["echo", "amazon"]
+    for d, step in zip(decisions, (11, 30), strict=True):
+        assert d.peak_s == pytest.approx((step + 1) * STEP) and d.score == 1.0
+        assert d.decided_s == d.peak_s
+
+
 def test_suffix_word_loses_to_the_phrase_that_contains_it() -> None:
     samuel = WordCard("samuel", duration_s=0.55, latency_s=0.24)
     n = 60
@@ -252,6 +280,49 @@ def test_flush_decides_pending_candidates() -> None:
     decisions, _ = run(e, rows, flush=False)
     assert decisions == [] and e.pending
     assert [d.word for d in e.flush()[0]] == ["echo"]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_vectorised_update_equals_the_per_word_reference(seed: int) -> None:
+    """The default path (rules 2-3 vectorised, per-word work only for words near a decision)
+    against the word-by-word loop, on random score streams with many crossings, plateaus,
+    dips, NaN and inf rows and threshold edits mid-stream: the same events, suppressions and
+    state after every row."""
+    rng = np.random.default_rng(seed)
+    names = ["hey sam", "hey samuel", "samuel", "alexa", "alexa, ask samuel", "echo", "amazon"]
+    n = int(rng.integers(1, len(names) + 1))
+    cards = [WordCard(w, threshold=float(rng.uniform(0.3, 0.8)),
+                      duration_s=float(rng.uniform(0.3, 1.5)),
+                      latency_s=float(rng.uniform(0.0, 0.5))) for w in names[:n]]
+    kw = {"smoothing": str(rng.choice(["mean", "max", "none"])),
+          "smooth_steps": int(rng.integers(1, 5)), "refractory_s": float(rng.uniform(0, 1.5)),
+          "peak_patience_steps": int(rng.integers(1, 3))}
+    fast, ref = DecisionEngine(cards, STEP, **kw), DecisionEngine(cards, STEP, **kw)
+    ref._vectorized = False
+    steps = 3000
+    rows = np.zeros((steps, n))
+    for w in range(n):  # bumps of random width and height, some overlapping
+        for peak in rng.integers(0, steps, steps // 12):
+            rows[:, w] = np.maximum(rows[:, w], bump(steps, int(peak), rng.uniform(0.1, 1.0),
+                                                      rng.uniform(0.5, 4.0)))
+    rows += rng.uniform(0, 0.15, rows.shape) * (rng.random(rows.shape) < 0.3)
+    rows[rng.random(rows.shape) < 0.002] = np.nan
+    rows[rng.random(rows.shape) < 0.001] = np.inf
+    rows[rng.random(rows.shape) < 0.001] = -np.inf
+    rows = rows.astype(np.float32) if seed % 2 else rows
+    events = 0
+    for i, row in enumerate(rows):
+        if rng.random() < 0.01:  # edit a threshold while streaming (the Detector allows it)
+            w = names[int(rng.integers(n))]
+            fast.thresholds[w] = ref.thresholds[w] = float(rng.uniform(0.2, 0.9))
+        t = (i + 1) * STEP
+        got, want = fast.push(row, t), ref.push(row, t)
+        assert got == want, f"step {i}"
+        events += len(got[0])
+        assert np.array_equal(fast._armed, ref._armed) and np.array_equal(fast._prev, ref._prev)
+        assert fast._active == ref._active and list(fast._active) == list(ref._active)
+    assert fast.flush() == ref.flush()
+    assert events > 20  # the streams did exercise the decisions
 
 
 def test_bad_rows_and_options_are_rejected() -> None:

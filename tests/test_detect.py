@@ -11,6 +11,7 @@ import pytest
 from polywake.audio import SAMPLE_RATE, AudioError, write_audio
 from polywake.decisions import DecisionEngine
 from polywake.detect import AudioRing, Detection, Detector
+from polywake.features import N_MELS, STREAM_LEAD, logmel_numpy, with_lead
 from polywake.scoring import ConstantScorer
 
 STEP_SAMPLES = 1280
@@ -59,6 +60,43 @@ def test_streaming_equals_one_shot_for_random_chunkings(rng: np.random.Generator
         got = chunked(det, audio, np.random.default_rng(seed))
         assert got == ref
         assert list(det.suppressed) == list(ref_det.suppressed)
+
+
+class MelEcho:
+    """A 'model' whose score row is its step's 8 log-mel frames, flattened: Detector.scores
+    shows exactly which frames each step got."""
+
+    frames_per_step = 8
+
+    def __init__(self) -> None:
+        self.words = [f"f{i}" for i in range(8 * N_MELS)]
+
+    def new_state(self) -> None:
+        return None
+
+    def step(self, frames: np.ndarray, state: None) -> tuple[np.ndarray, None]:
+        return frames.reshape(-1, 8 * N_MELS), None
+
+
+def test_steps_end_on_80_ms_boundaries_and_equal_offline_log_mel(rng: np.random.Generator
+                                                                  ) -> None:
+    audio = (0.1 * rng.standard_normal(20 * STEP_SAMPLES + 777)).astype(np.float32)
+    offline = logmel_numpy(with_lead(audio, STREAM_LEAD))[:160].reshape(20, 8 * N_MELS)
+    for seed in range(3):
+        det = Detector(MelEcho(), preroll_s=0.0)
+        r, i, rows = np.random.default_rng(seed), 0, []
+        while i < audio.size:
+            n = int(r.integers(0, 3000))
+            got = det.scores(audio[i:i + n])
+            i += n
+            rows.append(got)
+            # Step s is complete exactly when stream sample 1280 (s + 1) has arrived.
+            assert det._steps == min(i, audio.size) // STEP_SAMPLES
+        got = np.concatenate(rows)
+        assert got.shape == offline.shape
+        np.testing.assert_allclose(got, offline, atol=1e-5, rtol=0)
+    assert [det.step_end_sample(s) for s in range(3)] == [1280, 2560, 3840]
+    assert det.step_end_time(0) == pytest.approx(0.08)
 
 
 def test_detection_timing_and_fields() -> None:

@@ -101,3 +101,21 @@ def _stream_all_heads(heads: WakeWordHeads, emb: torch.Tensor) -> torch.Tensor:
             y, state = heads.stream(emb[:, i : i + 3], state)
             outs.append(y)
     return torch.cat(outs, 1)
+
+
+def test_embed_stream_is_the_detectors_stream() -> None:
+    """train.windows.embed_stream (benchmarks' long files): the backbone on the log-mel of the
+    signal with the Detector's STREAM_LEAD zeros in front, one step per 1280 samples."""
+    import numpy as np
+
+    from polywake.features import STREAM_LEAD, logmel_torch, with_lead
+    from polywake.train.windows import embed_stream
+
+    torch.manual_seed(0)
+    bb = Backbone(TINY).eval()
+    x = (0.1 * np.random.default_rng(0).standard_normal(5 * 16000 + 700)).astype(np.float32)
+    got = embed_stream(bb, x, chunk_s=0.77)
+    with torch.no_grad():
+        want = bb(logmel_torch(torch.from_numpy(with_lead(x, STREAM_LEAD))))[0].numpy()
+    assert got.shape == want.shape == (x.size // 1280, bb.embed_dim)
+    np.testing.assert_allclose(got.astype(np.float32), want, atol=2e-3, rtol=2e-3)  # float16

@@ -34,7 +34,7 @@ def scripted(peaks: dict[int, str], total_s: float) -> tuple[np.ndarray, np.ndar
     audio = (rng.standard_normal(int(total_s * SAMPLE_RATE)) * 0.0005).astype(np.float32)
     for k, w in peaks.items():
         script[k - 2:k + 1, WORDS.index(w)] = 0.95
-        t = 0.095 + 0.08 * k
+        t = 0.08 + 0.08 * k  # step k ends at 1280 (k + 1) samples (Detector.step_end_sample)
         a, b = int((t + 0.3) * SAMPLE_RATE), int((t + 1.3) * SAMPLE_RATE)
         audio[a:b] += (rng.standard_normal(b - a) * 0.1).astype(np.float32)
     return audio, script
@@ -179,7 +179,7 @@ def test_listen_stdin_through_the_cli_in_a_subprocess(tmp_path):
     assert proc.returncode == 0, proc.stderr.decode()
     lines = [json.loads(x) for x in proc.stdout.decode().splitlines()]
     assert [x["word"] for x in lines] == ["alexa", "alexa"]
-    assert lines[0]["time"] == pytest.approx(0.095 + 0.08 * 24 - 0.38, abs=1e-3)
+    assert lines[0]["time"] == pytest.approx(0.08 + 0.08 * 24 - 0.38, abs=1e-3)
 
 
 def test_listen_microphone_source(monkeypatch, capsys, fake_model):

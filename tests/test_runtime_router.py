@@ -21,7 +21,7 @@ pytestmark = pytest.mark.timeout(60)
 
 WORDS = ["alexa", "echo", "amazon", "computer", "hey samuel"]
 STEP_S = 0.08
-FIRST_STEP_END = 0.095  # end time of step 0 with 8 frames per step
+FIRST_STEP_END = 0.08  # end time of step 0: 8 frames (the stream starts with STREAM_LEAD zeros)
 
 
 def step_time(k: int) -> float:

@@ -112,7 +112,7 @@ def test_wyoming_describe_detect_and_not_detected():
 
     assert [d.name for d in res["all"]] == ["alexa", "hey_samuel"]
     # Timestamps: the AudioStart timestamp (1000 ms) + the word's end in the stream.
-    assert res["all"][0].timestamp == 1000 + round((0.095 + 0.08 * 24 - 0.38) * 1000)
+    assert res["all"][0].timestamp == 1000 + round((0.08 + 0.08 * 24 - 0.38) * 1000)
     ctx = res["all"][1].context
     assert ctx["satellite"] == "kitchen"
     assert ctx["polywake"]["persona"] == "samuel"

@@ -11,10 +11,12 @@ added later brings its own duration, latency and calibration and no code changes
    fell below its threshold since its last candidate, and its refractory period is over).
 3. The candidate *peaks* when its score has not risen for ``peak_patience_steps`` steps, or
    fell below the threshold, or its hold window (``clip(latency_s, 2 steps, max_hold_s)``)
-   ran out.
-4. A peaked candidate still waits while a LONGER word is live (smoothed score at or above
-   ``arm_fraction`` of its threshold, not yet a candidate): that word may contain this one
-   ("hey sam" inside "hey samuel"), and would peak about
+   ran out, or it reached 1 (a probability cannot rise further: no step is spent to see it).
+4. A peaked candidate still waits while a LONGER word that could contain it (its text
+   contains this one's, or it lasts at least ``prefix_min_s`` longer: the conditions of rule
+   5's containment) is live (smoothed score at or above ``arm_fraction`` of its threshold,
+   not yet a candidate): that word may contain this one ("hey sam" inside "hey samuel"),
+   and would peak about
    ``(duration_long - duration_short) + max(0, latency_long - latency_short)`` later. The wait
    is capped by ``max_containment_wait_s``.
 5. Candidates whose estimated spans overlap (or lie within ``merge_gap_s``) are one utterance.
@@ -35,6 +37,9 @@ from typing import Any
 import numpy as np
 
 log = logging.getLogger(__name__)
+_FLOAT_ROWS = (np.dtype(np.float32), np.dtype(np.float64))
+# Scores are probabilities: one that reached 1 cannot rise any more, so it is its peak.
+_TOP = 1.0
 
 # Sensitivity 0..1 maps to an expected false-accept rate on a log scale between these.
 FA_AT_SENSITIVITY_0 = 0.01
@@ -290,6 +295,10 @@ class DecisionEngine:
         self.prefix_min_s = float(prefix_min_s)
         self.thresholds = self._resolve_thresholds(thresholds, sensitivity)
         self._thr = np.array([self.thresholds[w] for w in self.words], np.float64)
+        self._thr_vals: list[float] = []  # the values _thr was built from
+        self._row_shape = (len(self.words),)
+        # Rules 2-3 vectorised over words (the default) or word by word (the reference).
+        self._vectorized = True
         self._dur = np.array([c.duration_s for c in card_list], np.float64)
         self._lat = np.array([c.latency_s for c in card_list], np.float64)
         # Moving mean delays a symmetric peak by (k - 1) / 2 steps; a moving max's first
@@ -298,6 +307,16 @@ class DecisionEngine:
                               if self.smoothing == "mean" else 0.0)
         self._hold = np.clip(self._lat, 2 * self.step_seconds, max(self.max_hold_s,
                                                                   2 * self.step_seconds))
+        # For each word, the longer words that could contain it (:meth:`_contains`): its text
+        # is in theirs, or they last at least prefix_min_s longer (a prefix by timing). Only
+        # these are waited for (rule 4); a longer word that can never contain it could only
+        # compete on margin, which rule 6 settles without a wait.
+        n = len(card_list)
+        self._containers = [
+            [v for v in range(n) if self._dur[v] > self._dur[i] and (
+                text_contains(self.words[v], self.words[i])
+                or self._dur[v] - self._dur[i] >= self.prefix_min_s)]
+            for i in range(n)]
         self.reset()
 
     # -- configuration -------------------------------------------------------------------
@@ -345,27 +364,98 @@ class DecisionEngine:
         self._n_rows = 0
         self._prev = np.zeros(n)
         self._armed = np.ones(n, bool)
+        self._all_armed = True  # a shortcut: every word is armed (no candidate, no plateau)
         self._last_peak = np.full(n, -1e18)
         self._active: dict[int, _Candidate] = {}
         self._last_event: tuple[float, float] | None = None
         self._t = 0.0
 
     def smooth(self, row: np.ndarray) -> np.ndarray:
-        """Push one raw row into the history and return the smoothed row."""
-        self._hist[self._n_rows % self.smooth_steps] = row
+        """Push one raw row (shape (words,); NaN counts as 0, +-inf as the largest finite
+        number) into the history and return the smoothed row."""
+        k = self.smooth_steps
+        h = self._hist[self._n_rows % k]
+        h[...] = row
+        # The sum is non-finite if a value is (or if large float64 values overflow it; then
+        # nan_to_num changes nothing): one cheap test instead of isfinite on every row.
+        if not math.isfinite(sum(h.tolist())):
+            np.nan_to_num(h, copy=False, nan=0.0)
         self._n_rows += 1
-        filled = self._hist[: min(self._n_rows, self.smooth_steps)]
-        return filled.max(axis=0) if self.smoothing == "max" else filled.mean(axis=0)
+        filled = self._hist if self._n_rows >= k else self._hist[: self._n_rows]
+        # The reductions ndarray.max / ndarray.mean run, without their Python wrappers.
+        if self.smoothing == "max":
+            return np.maximum.reduce(filled, axis=0)
+        s = np.add.reduce(filled, axis=0)
+        np.true_divide(s, filled.shape[0], out=s)
+        return s
 
     def push(self, row: np.ndarray, t: float) -> tuple[list[Decision], list[Suppressed]]:
         """Feed one score row whose audio ends at stream time ``t``."""
         # Read each step so that edits of ``thresholds`` (a plain dict) take effect at once.
-        self._thr = np.array([self.thresholds[w] for w in self.words], np.float64)
-        r = np.asarray(row, np.float64).reshape(-1)
-        if r.size != len(self.words):
-            raise ValueError(f"score row has {r.size} values for {len(self.words)} words")
+        th = self.thresholds
+        vals = [th[w] for w in self.words]
+        if vals != self._thr_vals:
+            self._thr = np.array(vals, np.float64)
+            self._thr_vals = vals
+        if type(row) is not np.ndarray or row.shape != self._row_shape \
+                or row.dtype not in _FLOAT_ROWS:
+            row = np.asarray(row, np.float64).reshape(-1)
+            if row.size != len(self.words):
+                raise ValueError(f"score row has {row.size} values for {len(self.words)} words")
         self._t = float(t)
-        s = self.smooth(np.nan_to_num(r, nan=0.0))
+        s = self.smooth(row)
+        if self._vectorized:
+            self._update(s, t)
+        else:
+            self._update_per_word(s, t)
+        self._prev = s
+        if not self._active:
+            return [], []
+        return self._decide_ready(force=False)
+
+    def _update(self, s: np.ndarray, t: float) -> None:
+        """Rules 2 and 3 for one smoothed row, vectorised over words: Python work only for
+        words with an open candidate or crossing their threshold now; the same state changes
+        as :meth:`_update_per_word`."""
+        below = s < self._thr
+        active = self._active
+        if not active and False not in below.tolist():
+            # The common case (no word near its threshold): every word is (re)armed.
+            if not self._all_armed:
+                self._armed.fill(True)
+                self._all_armed = True
+            return
+        self._all_armed = False
+        armed = self._armed
+        if active:
+            # A word with an open candidate stays disarmed (it re-arms once idle and below).
+            below = below.copy()
+            for i in active:
+                below[i] = False
+        np.logical_or(armed, below, out=armed)
+        # Idle, armed and not below: a new candidate (rule 2). Words with a candidate are
+        # disarmed, so this never picks them.
+        fire = np.flatnonzero(armed > below).tolist()
+        patience = self.peak_patience_steps * self.step_seconds - 1e-9
+        # Ascending word order, as the per-word loop: candidates enter _active in that order.
+        for i in sorted({*active, *fire}) if active else fire:
+            c = active.get(i)
+            if c is None:
+                armed[i] = False
+                if t - self._last_peak[i] >= self.refractory_s:
+                    # A score of 1 (the most a probability reaches) is its peak already.
+                    active[i] = _Candidate(i, t, float(s[i]), t, peaked=bool(s[i] >= _TOP))
+                continue
+            if s[i] > c.peak:
+                c.peak, c.peak_t = float(s[i]), t
+            if t - c.peak_t >= patience or s[i] < self._thr[i] or t - c.cross_t >= self._hold[i] \
+                    or c.peak >= _TOP:
+                c.peaked = True
+
+    def _update_per_word(self, s: np.ndarray, t: float) -> None:
+        """Rules 2 and 3 for one smoothed row, word by word: the reference for
+        :meth:`_update` (tests/test_decisions.py checks they agree)."""
+        self._all_armed = False
         for i in range(len(self.words)):
             c = self._active.get(i)
             if c is None:
@@ -374,15 +464,15 @@ class DecisionEngine:
                 elif self._armed[i]:
                     self._armed[i] = False
                     if t - self._last_peak[i] >= self.refractory_s:
-                        self._active[i] = _Candidate(i, t, float(s[i]), t)
+                        self._active[i] = _Candidate(i, t, float(s[i]), t,
+                                                     peaked=bool(s[i] >= _TOP))
                 continue
             if s[i] > c.peak:
                 c.peak, c.peak_t = float(s[i]), t
             patience = self.peak_patience_steps * self.step_seconds - 1e-9
-            if t - c.peak_t >= patience or s[i] < self._thr[i] or t - c.cross_t >= self._hold[i]:
+            if t - c.peak_t >= patience or s[i] < self._thr[i] or t - c.cross_t >= self._hold[i] \
+                    or c.peak >= _TOP:
                 c.peaked = True
-        self._prev = s
-        return self._decide_ready(force=False)
 
     def flush(self) -> tuple[list[Decision], list[Suppressed]]:
         """Decide every open candidate now (end of a file or stream)."""
@@ -402,8 +492,8 @@ class DecisionEngine:
     def _waiting_for_longer(self, c: _Candidate) -> bool:
         """Whether a longer word that is live could still complete and contain ``c``."""
         i = c.idx
-        for v in range(len(self.words)):
-            if v == i or v in self._active or self._dur[v] <= self._dur[i]:
+        for v in self._containers[i]:
+            if v in self._active:
                 continue
             if self._prev[v] < self.arm_fraction * self._thr[v]:
                 continue

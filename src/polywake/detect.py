@@ -27,10 +27,11 @@ import numpy as np
 
 from .audio import SAMPLE_RATE, AudioError, as_float_samples, iter_audio_blocks
 from .decisions import DecisionEngine, Suppressed, word_cards_from_card
-from .features import HOP, N_MELS, WIN, StreamingLogMel
+from .features import HOP, N_MELS, STREAM_LEAD, StreamingLogMel
 from .scoring import StreamingScorer
 
 log = logging.getLogger(__name__)
+_INT16_SCALE = np.float32(1.0 / 32768.0)
 
 
 @dataclass(frozen=True)
@@ -159,7 +160,9 @@ class Detector:
         self.reset()
 
     def reset(self) -> None:
-        self._mel = StreamingLogMel()
+        # The stream starts with STREAM_LEAD zero samples, so each 80 ms step ends exactly on
+        # an 80 ms boundary of the stream and is scored as soon as that sample arrives.
+        self._mel = StreamingLogMel(STREAM_LEAD)
         self._state = self.scorer.new_state()
         self._pending = np.zeros((0, N_MELS), np.float32)
         self._steps = 0  # stream steps whose frames are complete
@@ -184,8 +187,9 @@ class Detector:
         return self.scorer.frames_per_step * HOP / SAMPLE_RATE
 
     def step_end_sample(self, step_index: int) -> int:
-        last_frame = (step_index + 1) * self.scorer.frames_per_step - 1
-        return last_frame * HOP + WIN
+        """Stream samples step ``step_index`` has heard: ``(step_index + 1) * 1280`` for 8
+        frames a step (frame ``i`` covers ``[HOP i - STREAM_LEAD, HOP i + HOP)``)."""
+        return (step_index + 1) * self._fps * HOP
 
     def step_end_time(self, step_index: int) -> float:
         """Time (s) of the end of the audio that the score of step ``step_index`` has seen."""
@@ -214,6 +218,12 @@ class Detector:
 
     # -- scoring -----------------------------------------------------------------------------
     def _check(self, chunk: np.ndarray) -> np.ndarray:
+        if type(chunk) is np.ndarray and chunk.dtype == np.int16 and chunk.ndim == 1:
+            # 16-bit PCM, the microphone's format: / 32768 is exact in float32, so this is
+            # what as_float_samples (via float64) gives, in one pass less.
+            x = chunk.astype(np.float32)
+            x *= _INT16_SCALE
+            return x
         x = as_float_samples(chunk, what="process() chunk")
         if x.ndim != 1:
             raise AudioError(f"process() takes mono 16 kHz samples shaped (n,), got {x.shape}")
@@ -331,8 +341,11 @@ class Detector:
         first = self._steps
         rows = self.scores(chunk)
         found: list[Detection] = []
+        push = self.engine.push
         for j, row in enumerate(rows):
-            found += self._emit(self.engine.push(row, self.step_end_time(first + j)))
+            decisions, suppressed = push(row, self.step_end_sample(first + j) / SAMPLE_RATE)
+            if decisions or suppressed:
+                found += self._emit((decisions, suppressed))
         return found
 
     def flush(self) -> list[Detection]:

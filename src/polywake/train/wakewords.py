@@ -36,6 +36,7 @@ from .mixing import NoiseBank, trim_silence
 from .windows import (
     N_SAMPLES,
     STEPS,
+    STREAM_VERSION,
     Windows,
     embed,
     embed_stream,
@@ -118,7 +119,9 @@ def _state_sig(module: torch.nn.Module) -> str:
 def background_streams(backbone: Backbone, split: str, key: str,
                        max_files: int | None = None) -> list[tuple[str, np.ndarray]]:
     """Embeddings of the real background audio of a split, cached per backbone."""
-    cache = CACHE / f"bg-{split}-{key}-{max_files or 'all'}.npz"
+    # The stream version is in the key: a change in how files are streamed (e.g. the detector's
+    # lead) never reads an older cache.
+    cache = CACHE / f"bg-{split}-{key}-{max_files or 'all'}-s{STREAM_VERSION}.npz"
     if cache.exists():
         d = np.load(cache, allow_pickle=False)
         names = [str(n) for n in d["names"]]

@@ -19,12 +19,16 @@ import torch
 from scipy.signal import fftconvolve
 
 from ..audio import SAMPLE_RATE
-from ..features import HOP, WIN, logmel_torch
+from ..features import HOP, STREAM_LEAD, WIN, logmel_torch
 from ..models.backbone import Backbone
 from .mixing import NoiseBank, mix_with_noise, place, window_samples
 
 STEPS = 32
 N_SAMPLES = window_samples(STEPS)
+# The step convention of embed_stream: 1 = frames from sample 0 (steps ended at
+# 1280 (i + 1) + 240), 2 = the Detector's STREAM_LEAD zeros in front (steps end at
+# 1280 (i + 1)). Part of the key of any cache of embed_stream's output.
+STREAM_VERSION = 2
 POS_AFTER_S = 0.6   # steps up to this long after the word's end should fire
 IGNORE_BEFORE_S = 0.25  # the end of the word itself: no label
 
@@ -102,14 +106,17 @@ def embed(backbone: Backbone, audio: np.ndarray, batch: int = 64,
 
 
 def embed_stream(backbone: Backbone, audio: np.ndarray, chunk_s: float = 60.0) -> np.ndarray:
-    """Embeddings of a long recording, exactly as streaming would compute them (the causal
-    state is carried across chunks), as (steps, dim) float16."""
+    """Embeddings of a long recording, exactly as the Detector's stream computes them (the
+    causal state carried across chunks, the stream starting with STREAM_LEAD zero samples, so
+    step ``i`` has heard samples up to ``(i + 1) * 1280``), as (steps, dim) float16.
+
+    A cache of these embeddings must include :data:`STREAM_VERSION` in its key."""
     backbone.eval()
     fps = backbone.frames_per_step
     state = backbone.init_state(1)
     from ..features import StreamingLogMel
 
-    mel = StreamingLogMel()
+    mel = StreamingLogMel(STREAM_LEAD)
     pending = np.zeros((0, backbone.config.n_mels), np.float32)
     outs = []
     n = int(chunk_s * SAMPLE_RATE)
