@@ -67,8 +67,12 @@ def main() -> None:
     ap.add_argument("--summarize", type=Path, nargs="+", metavar="RESULTS_JSON",
                     help="only merge results.json files of earlier (parallel) runs")
     ap.add_argument("--time-full", action="store_true",
-                    help="also time one complete add_word() call (jarvis, k=10)")
+                    help="time one complete add_word() call (jarvis, k=10); alone, only that")
     a = ap.parse_args()
+    if a.time_full and not a.summarize:
+        set_threads()
+        print("full add_word() call (jarvis, k=10, 1 thread):", time_full_add(a.model, a.synth))
+        return
     if a.summarize:
         results = [r for f in a.summarize for r in json.loads(f.read_text())]
         a.words = [w for w in WORDS if any(r["word"] == w for r in results)]

@@ -120,6 +120,17 @@ def test_threshold_for_fa_takes_the_middle_of_the_safe_range() -> None:
     assert table["frr"] == [0.75, 0.0] and table["hours"] == 1.0
 
 
+def test_threshold_for_fa_never_exceeds_one_when_false_accepts_saturate() -> None:
+    from polywake.decisions import WordCard
+
+    # A false accept at score 1.0 (float32 saturation): no threshold meets 0.5 FA/h.
+    c = det_curve(POS, [one_hour([0.2, 1.0])], R)
+    thr = threshold_for_fa(c, 0.5)
+    assert thr == 1.0
+    assert calibration_table(c, [0.5])["thresholds"] == [1.0]
+    WordCard.from_dict("w", {"threshold": thr})  # a card the detector accepts
+
+
 def test_no_positives_and_no_negatives() -> None:
     c = det_curve([], [one_hour(SPLIT)], R)
     assert math.isnan(frr_at_fa(c, 2.0)[0])

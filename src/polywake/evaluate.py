@@ -333,6 +333,13 @@ def threshold_for_fa(curve: DetCurve, fa_per_hour: float) -> float:
     at or above the admissible point (or there are no positives) the admissible point itself is
     returned; when every threshold meets the target, the lowest score stands in for t_lo.
     """
+    # Scores are probabilities: when false accepts reach 1.0 (a saturated score), the
+    # admissible point lies just above 1.0, and no threshold can meet the target. 1.0 is then
+    # the best there is; a card must never hold a threshold the detector refuses.
+    return min(1.0, _threshold_for_fa(curve, fa_per_hour))
+
+
+def _threshold_for_fa(curve: DetCurve, fa_per_hour: float) -> float:
     i = _admissible_index(curve, fa_per_hour)
     t_hi = float(curve.thresholds[i])
     j = int(np.searchsorted(curve._pos, t_hi, "left"))
