@@ -23,9 +23,8 @@ from typing import Any
 import numpy as np
 import pytest
 import soundfile as sf
-from hypothesis import HealthCheck, assume, event, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from hypothesis.control import currently_in_test_context
 
 from polywake.audio import (
     MAX_CHANNELS,
@@ -106,20 +105,10 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("fuzz")
 
 
-# The open bug pinned by test_iter_file_names_the_file_for_absurd_float_samples: on the
-# streaming path an absurd float sample is refused by Detector.process, whose message cannot
-# name the file. The fuzz tests let exactly this message through without the file name (and
-# count it as a hypothesis event) so they keep guarding everything else.
-KNOWN_GAP = "process() chunk: float samples reach"
-
-
 def assert_clear(err: BaseException, path: Path | None = None) -> None:
     assert isinstance(err, PolywakeError), f"{type(err).__name__}: {err}"
     msg = str(err)
     assert msg.strip(), "empty error message"
-    if path is not None and msg.startswith(KNOWN_GAP) and currently_in_test_context():
-        event("known gap: file not named (absurd float sample, streaming path)")
-        return
     if path is not None:
         assert str(path) in msg, f"message does not name the file: {msg}"
 
@@ -552,10 +541,6 @@ def test_iter_file_on_any_file(workdir: Path, scorer: OnnxScorer, thresholds: di
         assert found == want + ref.flush()
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: iter_audio_blocks checks NaN/inf but not "
-                   "MAX_FLOAT_AMPLITUDE, so a float file with an absurd sample fails later in "
-                   "Detector.process as 'process() chunk: float samples reach ...': iter_file and "
-                   "`polywake detect` do not name the file")
 def test_iter_file_names_the_file_for_absurd_float_samples(tmp_path: Path,
                                                            model: tuple[Path, Path],
                                                            scorer: OnnxScorer) -> None:
@@ -590,17 +575,13 @@ def test_cli_detect_on_any_files(workdir: Path, model: tuple[Path, Path],
     argv = ["detect", *map(str, paths), "--model", str(model[1]), "--threshold", "echo=0.2"]
     rc, out, err = _run_cli(argv + (["--json"] if as_json else []))
     failed = [p for p in paths if str(p) in err]
-    gaps = [line for line in err.splitlines() if KNOWN_GAP in line and not any(
-        str(p) in line for p in paths)]
-    if gaps:
-        event("known gap: file not named (absurd float sample, streaming path)")
-    assert rc == (1 if failed or gaps else 0), (rc, err)
+    assert rc == (1 if failed else 0), (rc, err)
     for p in failed:  # one clear line per bad file
         assert f"polywake detect: {p}:" in err
     if as_json:
         for line in out.splitlines():
             assert json.loads(line)["file"] in map(str, paths)
-    elif not gaps:
+    else:
         for p in paths:
             assert (str(p) in out) != (p in failed)
 

@@ -148,8 +148,9 @@ def iter_audio_blocks(path: str | os.PathLike, block_seconds: float = 1.0):
                 raise AudioError(f"{p}: corrupt or truncated audio ({e})") from e
             last = data.shape[0] < block
             if data.shape[0]:
-                if not np.all(np.isfinite(data)):
-                    raise AudioError(f"{p}: contains NaN or infinite samples")
+                # NaN/inf and absurd amplitudes are refused here, naming the file, rather
+                # than later by Detector.process, which cannot know the file's name.
+                data = as_float_samples(data, what=str(p))
                 mono = np.ascontiguousarray(data.mean(axis=1), dtype=np.float32)
                 if resampler is not None:
                     mono = resampler.resample_chunk(mono, last=last)
