@@ -76,6 +76,28 @@ print("ok")
     assert r.stdout.strip().endswith("ok") and "alexa" in r.stdout
 
 
+def test_shipped_tiny_model_detects_the_example_and_is_small() -> None:
+    """The tiny model (old devices) by name, numpy alone; <= 50k parameters with 5 words."""
+    from polywake.model_io import TINY_MODEL, read_pwk_file
+
+    pwk = read_pwk_file(TINY_MODEL, want=("numpy",))
+    params = sum(int(np.prod(shape)) for _, shape in pwk.numpy["tensors"].values())
+    assert params <= 50_000, params
+    code = BLOCK_TORCH_AND_ORT + """
+from polywake.commands.demo import EXAMPLE
+from polywake.detect import Detector
+from polywake.model_io import load_scorer
+s = load_scorer("tiny")
+assert s.words == ["alexa", "echo", "amazon", "computer", "hey samuel"], s.words
+found = list(Detector(s).iter_file(EXAMPLE))
+assert [x.word for x in found] == ["alexa", "hey samuel"], found
+print("ok")
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().endswith("ok")
+
+
 def test_onnx_backend_says_so_when_onnxruntime_is_missing() -> None:
     code = BLOCK_TORCH_AND_ORT + """
 from polywake.cli import main

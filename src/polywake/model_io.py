@@ -56,6 +56,7 @@ BACKEND_HELP = ("how to run a .pwk: numpy (no onnxruntime), onnx (onnxruntime), 
                 "(numpy when the file has a numpy section, else onnx)")
 DEFAULT_MODEL = Path(__file__).parent / "assets" / "default.pwk"
 TINY_MODEL = Path(__file__).parent / "assets" / "tiny.pwk"
+SHIPPED_MODELS = {"default": DEFAULT_MODEL, "tiny": TINY_MODEL}
 
 
 def _sha256(data: bytes) -> Any:
@@ -367,7 +368,11 @@ def load_scorer(path: str | os.PathLike | None = None, threads: int = 1,
     onnxruntime), ``"onnx"`` (:class:`OnnxScorer`, ``threads`` intra-op threads), or
     ``"auto"``: numpy when the file has a numpy section (every file this polywake exports;
     it is as fast as onnxruntime here and adds a few MB instead of ~36 MiB), else onnx.
+    ``path`` may also name a shipped model: ``"default"`` (5 words) or ``"tiny"`` (the same
+    words, <= 50k parameters, for old devices).
     """
+    if str(path) in SHIPPED_MODELS and not Path(str(path)).exists():
+        path = SHIPPED_MODELS[str(path)]
     if backend not in BACKENDS:
         raise ValueError(f"backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     p = Path(path) if path is not None else DEFAULT_MODEL

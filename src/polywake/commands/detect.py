@@ -17,7 +17,8 @@ from ..model_io import BACKEND_HELP, BACKENDS, load_scorer
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("files", nargs="+", help="audio files (WAV/FLAC/OGG, any rate/channels)")
-    p.add_argument("--model", help="a .pwk or .safetensors model (default: the shipped one)")
+    p.add_argument("--model", help="a .pwk or .safetensors model, or a shipped one: default "
+                   "(the default) or tiny")
     p.add_argument("--backend", choices=BACKENDS, default="auto", help=BACKEND_HELP)
     p.add_argument("--json", action="store_true", help="one JSON object per detection")
     p.add_argument("--sensitivity", type=float, help="0..1 for every word (default: card)")
