@@ -9,7 +9,8 @@
   utterance that says "echo" excluded for echo).
 * Cross-word confusion on those clips at the card's (dev-calibrated) thresholds.
 * Real human voices where the shared data has them: "computer" (Precise community clips).
-* CPU seconds per audio second of the whole detector (.pwk via onnxruntime, one thread).
+* CPU seconds per audio second of the whole detector (.pwk, numpy and onnx backends, one
+  thread).
 """
 
 from __future__ import annotations
@@ -51,11 +52,11 @@ def test_windows(clips: dict[str, list[np.ndarray]], noise: NoiseBank, snr_db: f
     return np.stack(audio).astype(np.float32), np.array(wid)
 
 
-def cpu_per_audio_second(pwk: Path, seconds: float = 120.0) -> float:
+def cpu_per_audio_second(pwk: Path, seconds: float = 120.0, backend: str = "auto") -> float:
     from polywake.detect import Detector
-    from polywake.model_io import OnnxScorer
+    from polywake.model_io import load_scorer
 
-    det = Detector(OnnxScorer(pwk))
+    det = Detector(load_scorer(pwk, backend=backend))
     a = (np.random.default_rng(1).standard_normal(int(seconds * SAMPLE_RATE)) * 0.05
          ).astype(np.float32)
     det.scores(a[:1280])
@@ -120,8 +121,9 @@ def main() -> None:
               f"FRR {100 * curve.at(thr['computer'])[0]:.1f}%")
     pwk = a.model.with_name(a.model.name.replace(".safetensors", ".pwk"))
     if pwk.exists():
-        print(f"\nCPU s per audio s, {len(words)} words, whole detector ({pwk.name}, onnxruntime,"
-              f" 1 thread): {cpu_per_audio_second(pwk):.4f}")
+        for backend in ("numpy", "onnx"):
+            print(f"CPU s per audio s, {len(words)} words, whole detector ({pwk.name}, {backend}"
+                  f" backend, 1 thread): {cpu_per_audio_second(pwk, backend=backend):.4f}")
 
 
 if __name__ == "__main__":
