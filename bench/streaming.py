@@ -297,7 +297,8 @@ def build_models(tmp: Path, names: tuple[str, ...] = ("standard", "tiny"),
             files: dict[tuple[str, str], tuple[Path, Path]] = {}
             params = 0
             for kind in ("quiet", "spread") if n == 5 else ("quiet",):
-                heads = WakeWordHeads(bb.embed_dim, WORDS[:n])
+                # the shipped tiny model's heads have 8 hidden units (<= 50k parameters)
+                heads = WakeWordHeads(bb.embed_dim, WORDS[:n], hidden=8 if name == "tiny" else 16)
                 g = torch.Generator().manual_seed(n)
                 with torch.no_grad():
                     for b in heads.b2:
