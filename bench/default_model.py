@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -71,6 +72,8 @@ def main() -> None:
     ap.add_argument("--model", type=Path, default=ROOT / "src/polywake/assets/default.safetensors")
     ap.add_argument("--synth", type=Path, default=ROOT / "work_data/synth_product/manifest.jsonl")
     ap.add_argument("--snr", type=float, default=10.0)
+    ap.add_argument("--json", type=Path, help="also write the per-word FRR here (bench/footprint.py "
+                    "reads work_data/bench/default_model-<model file stem>.json)")
     a = ap.parse_args()
     set_threads()
     backbone, heads, card, emb = embedder_for(a.model)
@@ -87,7 +90,7 @@ def main() -> None:
     bg = cached_streams(emb, splits.background_files("eval"), "bg-eval")
     echo_utts = splits.files_containing("echo")
     thr = {w: card["per_word"][w]["threshold"] for w in words}
-    rows, pos_max = [], {}
+    rows, pos_max, frr05 = [], {}, {}
     for j, w in enumerate(words):
         pos = probs[wid == j, :, j].max(1)
         pos_max[w] = probs[wid == j].max(1)
@@ -95,6 +98,7 @@ def main() -> None:
                    if not (w == "echo" and Path(n).stem in echo_utts)]
         curve = det_curve(pos, streams, 1.0, j)
         frr_dev, fa_dev = curve.at(thr[w])
+        frr05[w] = float(frr_at_fa(curve, 0.5)[0])
         rows.append([w, str(pos.size)] + [f"{100 * frr_at_fa(curve, f)[0]:.1f}%"
                                           for f in (0.1, 0.5, 1.0)]
                     + [f"{thr[w]:.3f}", f"{100 * frr_dev:.1f}%", f"{fa_dev:.2f}"])
@@ -119,6 +123,11 @@ def main() -> None:
         print(f"\nreal voices, 'computer' ({pos.size} Precise community clips): FRR "
               f"{100 * frr_at_fa(curve, 0.5)[0]:.1f}% at 0.5 FA/h; at the dev threshold "
               f"FRR {100 * curve.at(thr['computer'])[0]:.1f}%")
+    out = a.json or ROOT / "work_data" / "bench" / f"default_model-{a.model.parent.name}-{a.model.stem}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"model": str(a.model), "snr_db": a.snr, "frr_at_0.5": frr05,
+                               "mean_frr_at_0.5": float(np.mean(list(frr05.values())))}, indent=1))
+    print(f"wrote {out}")
     pwk = a.model.with_name(a.model.name.replace(".safetensors", ".pwk"))
     if pwk.exists():
         for backend in ("numpy", "onnx"):

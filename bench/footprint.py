@@ -6,7 +6,9 @@
 For the STANDARD and TINY backbones with five words, float32, run by onnxruntime
 (``OnnxScorer``) and by numpy (``NumpyScorer``): parameters, file size (and the size of the
 section the backend reads), CPU seconds per audio second of the whole detector on one core,
-and peak RSS over the Python + numpy baseline. Everything is bench/streaming.py's: the same
+and peak RSS over the Python + numpy baseline; and the accuracy of the shipped model of each size
+(mean FRR at 0.5 FA/h, read from bench/default_model.py's JSON). Everything else is
+bench/streaming.py's: the same
 models (the shipped backbone of each size if there is one, random heads biased off), audio,
 worker processes (CPU: all setups in one fresh process pinned to one core, interleaved
 passes, the fastest pass is the estimate; RSS: a fresh process per setup that only detects,
@@ -35,16 +37,25 @@ from _common import WORK, markdown_table  # noqa: E402
 
 WORDS = 5
 TARGET_RSS_MB = 30.0
+ROOT = Path(__file__).resolve().parents[1]
+# Accuracy of the shipped model of each size, as bench/default_model.py measured it (same
+# evaluation for both: held-out TTS voices at 10 dB, false accepts on the eval background).
+FRR_JSON = {"standard": WORK / "bench" / "default_model-assets-default.json",
+            "tiny": WORK / "bench" / "default_model-tiny-model.json"}
+FRR_COMMAND = {"standard": "bench/default_model.py",
+               "tiny": "bench/default_model.py --model runs/tiny/model.safetensors"}
+
+
+def frr_cell(size: str) -> str:
+    f = FRR_JSON.get(size)
+    if f is None or not f.exists():
+        return f"(run {FRR_COMMAND.get(size, 'bench/default_model.py')})"
+    return f"{100 * json.loads(f.read_text())['mean_frr_at_0.5']:.1f} %"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--seconds", type=float, default=300.0, help="timing audio (s)")
-    ap.add_argument("--pass-seconds", type=float, default=60.0,
-                    help="audio per timed pass (each a fresh stream; the fastest counts)")
-    ap.add_argument("--sweeps", type=int, default=2, help="times through the whole audio")
-    ap.add_argument("--mem-seconds", type=float, default=60.0,
-                    help="audio streamed by the memory processes")
+    streaming.add_timing_arguments(ap, seconds=300.0)
     a = ap.parse_args()
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="pw-footprint-") as d:
@@ -61,12 +72,13 @@ def main() -> None:
                      f"{s['kib']:.0f} ({s['section_kib']:.0f})", r[5], r[6],
                      f"{s['time']['step_us']:.0f}", r[10],
                      f"{over:.1f}" + (" (**met**)" if over <= TARGET_RSS_MB else " (missed)"),
-                     r[12]])
+                     r[12], frr_cell(s["backbone"])])
     table = markdown_table(
         ["size", "backend", "parameters (5 words)", "file KiB (section the backend reads)",
          "CPU s / audio s, 1 core (fastest)", "median", "step µs", "peak RSS MiB",
          f"over Python + numpy MiB (target <= {TARGET_RSS_MB:g})",
-         "torch / onnxruntime imported"], rows)
+         "torch / onnxruntime imported",
+         "mean FRR @0.5 FA/h (shipped model, held-out TTS, 10 dB)"], rows)
     text = "\n".join([
         f"## Footprint per model size ({WORDS} words, float32; bench/footprint.py)", "",
         f"Audio: {audio_what}, 80 ms int16 chunks through `Detector.process`; "

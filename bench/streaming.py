@@ -580,14 +580,19 @@ def write_doc(doc: Path, text: str) -> None:
     doc.write_text(new)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--seconds", type=float, default=600.0, help="timing audio (s)")
+def add_timing_arguments(ap: argparse.ArgumentParser, seconds: float) -> None:
+    """The timing and memory options bench/streaming.py and bench/footprint.py share."""
+    ap.add_argument("--seconds", type=float, default=seconds, help="timing audio (s)")
     ap.add_argument("--pass-seconds", type=float, default=60.0,
                     help="audio per timed pass (each a fresh stream; the fastest counts)")
     ap.add_argument("--sweeps", type=int, default=2, help="times through the whole audio")
     ap.add_argument("--mem-seconds", type=float, default=60.0,
                     help="audio streamed by the memory processes")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_timing_arguments(ap, seconds=600.0)
     ap.add_argument("--exact-seconds", type=float, default=30.0)
     ap.add_argument("--latency-model", type=Path, default=ASSETS / "default.pwk")
     ap.add_argument("--latency-voices", type=int, default=24)

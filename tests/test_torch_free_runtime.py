@@ -29,6 +29,14 @@ BLOCK_TORCH = 'BLOCKED = {"torch"}' + BLOCK
 BLOCK_TORCH_AND_ORT = 'BLOCKED = {"torch", "onnxruntime"}' + BLOCK
 
 
+def run_ok(code: str) -> str:
+    """Run ``code`` in a fresh interpreter; it must exit 0 and print "ok" last. -> stdout."""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().endswith("ok"), r.stdout
+    return r.stdout
+
+
 def test_detect_cli_and_api_run_without_torch(tmp_path: Path) -> None:
     torch.manual_seed(0)
     bb = Backbone(TINY).eval()
@@ -50,9 +58,7 @@ assert main(["detect", "--model", {str(pwk)!r}, {str(wav)!r}]) == 0
 assert "torch" not in sys.modules
 print("ok")
 """
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.strip().endswith("ok")
+    run_ok(code)
 
 
 def test_default_model_detects_without_torch_or_onnxruntime() -> None:
@@ -71,9 +77,7 @@ assert main(["detect", "--backend", "numpy", str(EXAMPLE)]) == 0
 assert "torch" not in sys.modules and "onnxruntime" not in sys.modules
 print("ok")
 """
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.strip().endswith("ok") and "alexa" in r.stdout
+    assert "alexa" in run_ok(code)
 
 
 def test_shipped_tiny_model_detects_the_example_and_is_small() -> None:
@@ -93,9 +97,7 @@ found = list(Detector(s).iter_file(EXAMPLE))
 assert [x.word for x in found] == ["alexa", "hey samuel"], found
 print("ok")
 """
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.strip().endswith("ok")
+    run_ok(code)
 
 
 def test_onnx_backend_says_so_when_onnxruntime_is_missing() -> None:

@@ -42,6 +42,7 @@ from ..models.wakeword import load_checkpoint, save_checkpoint
 from .checkpoint import load_training_state, save_training_state
 from .mixing import window_samples
 from .pretrain import ClipBank, load_bank, make_batch, noise_bank, real_word_items, rir_bank
+from .schedule import add_loop_arguments, optimizer_step, warmup_cosine
 
 STEPS_PER_WINDOW = 32  # 2.56 s: longer than the backbone's 1.9 s receptive field
 P_NOISE_ONLY = 0.15  # windows of background alone: the student must also be quiet on noise
@@ -87,20 +88,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("runs/distill_tiny"))
     p.add_argument("--size", choices=sorted(CONFIGS), default="tiny")
     p.add_argument("--no-real", action="store_true", help="leave out the real word sets")
-    p.add_argument("--steps", type=int, default=3000, help="total steps (LR schedule length)")
-    p.add_argument("--max-minutes", type=float, default=0, help="stop (and save) after this")
-    p.add_argument("--batch", type=int, default=48)
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--save-every", type=int, default=100)
-    p.add_argument("--eval-every", type=int, default=500)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--stop-after", type=int, default=0,
-                   help="stop this invocation after N steps (checkpointed; for kill/resume tests)")
-    p.add_argument("--noise-minutes", type=float, default=25.0)
-    p.add_argument("--rirs", type=int, default=48)
+    add_loop_arguments(p, steps=3000, batch=48)
     p.add_argument("--max-clips", type=int, default=40000,
                    help="at most this many train clips in memory (a seeded sample)")
-    p.add_argument("--threads", type=int, default=1)
 
 
 def _batch(bank: ClipBank, groups: dict[int, list[int]], noise, rng: np.random.Generator,
@@ -165,11 +155,7 @@ def run(args: argparse.Namespace) -> int:
     first_step = step
 
     def lr_at(s: int) -> float:
-        warm = 100
-        if s < warm:
-            return args.lr * (s + 1) / warm
-        frac = min(1.0, (s - warm) / max(1, args.steps - warm))
-        return args.lr * 0.5 * (1 + math.cos(math.pi * frac))
+        return warmup_cosine(s, args.steps, args.lr, 100)
 
     bar = tqdm(total=args.steps, initial=step, desc="distill", unit="step", mininterval=5)
     student.train()
@@ -181,14 +167,8 @@ def run(args: argparse.Namespace) -> int:
         with torch.no_grad():
             target = teacher(feats)
         loss = embedding_loss(proj(student(feats)), target)
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 5.0)
-        opt.step()
+        loss_v = optimizer_step(opt, loss, params, lr_at(step))
         step += 1
-        loss_v = float(loss.detach())
         loss_ema = loss_v if loss_ema is None else 0.98 * loss_ema + 0.02 * loss_v
         bar.update(1)
         bar.set_postfix(loss=f"{loss_ema:.4f}", lr=f"{lr_at(step):.2e}")

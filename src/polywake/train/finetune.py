@@ -17,7 +17,6 @@ on it, so existing words stay bit-identical.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +28,7 @@ from ..models.backbone import Backbone
 from ..models.heads import WakeWordHeads
 from .checkpoint import load_training_state, save_training_state
 from .heads import _word_loss
+from .schedule import optimizer_step, warmup_cosine
 
 BACKBONE_LR_SCALE = 0.25
 
@@ -60,11 +60,6 @@ def finetune(backbone: Backbone, heads: WakeWordHeads, audio: np.ndarray, labels
         step, _ = load_training_state(state_path, {"backbone": backbone, "heads": heads}, opt)
         print(f"fine-tuning: resuming from step {step}")
 
-    def lr_at(s: int) -> float:
-        warm = max(1, steps // 10)
-        if s < warm:
-            return lr * (s + 1) / warm
-        return lr * 0.5 * (1 + math.cos(math.pi * min(1.0, (s - warm) / max(1, steps - warm))))
 
     backbone.train()
     heads.train()
@@ -85,12 +80,7 @@ def finetune(backbone: Backbone, heads: WakeWordHeads, audio: np.ndarray, labels
         lab = torch.from_numpy(lab_np.astype(np.int64))
         loss = sum(_word_loss(logits[:, :, j], lab[:, :, j], hard_frac)
                    for j in range(len(words)))
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step) * g["scale"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 5.0)
-        opt.step()
+        optimizer_step(opt, loss, params, warmup_cosine(step, steps, lr, max(1, steps // 10)))
         step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{float(loss.detach()):.3f}")

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from ..models.heads import PretrainHeads
 from ..models.wakeword import save_checkpoint
 from .checkpoint import load_training_state, save_training_state
 from .mixing import NoiseBank, mix_with_noise, place, trim_silence, window_samples
+from .schedule import add_loop_arguments, optimizer_step, warmup_cosine
 
 STEPS_PER_WINDOW = 16  # 16 x 80 ms = 1.28 s windows: every pretraining word fits
 
@@ -262,20 +262,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("runs/pretrain"))
     p.add_argument("--size", choices=sorted(CONFIGS), default="standard")
     p.add_argument("--no-real", action="store_true", help="leave out the real word sets")
-    p.add_argument("--steps", type=int, default=6000, help="total steps (LR schedule length)")
-    p.add_argument("--max-minutes", type=float, default=0, help="stop (and save) after this")
-    p.add_argument("--batch", type=int, default=96)
-    p.add_argument("--lr", type=float, default=3e-3)
+    add_loop_arguments(p, steps=6000, batch=96)
     p.add_argument("--ctc-weight", type=float, default=0.3)
-    p.add_argument("--save-every", type=int, default=100)
-    p.add_argument("--eval-every", type=int, default=500)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--stop-after", type=int, default=0,
-                   help="stop this invocation after N steps (checkpointed; for kill/resume tests)")
-    p.add_argument("--noise-minutes", type=float, default=25.0)
-    p.add_argument("--rirs", type=int, default=48, help="simulated rooms for reverberation")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads (1: on a shared 2-core CPU more threads spin and slow down)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -316,10 +304,7 @@ def run(args: argparse.Namespace) -> int:
     first_step = step
 
     def lr_at(s: int) -> float:
-        warm = 200
-        if s < warm:
-            return args.lr * (s + 1) / warm
-        return args.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, (s - warm) / max(1, args.steps - warm))))
+        return warmup_cosine(s, args.steps, args.lr, 200)
 
     bar = tqdm(total=args.steps, initial=step, desc="pretrain", unit="step", mininterval=5)
     backbone.train()
@@ -341,14 +326,8 @@ def run(args: argparse.Namespace) -> int:
             ctc = F.ctc_loss(logp, targets, torch.full((len(keep),), logp.shape[0]),
                              torch.tensor([len(tg[i]) for i in keep]), zero_infinity=True)
             loss = loss + args.ctc_weight * ctc
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 5.0)
-        opt.step()
+        loss_v = optimizer_step(opt, loss, params, lr_at(step))
         step += 1
-        loss_v = float(loss.detach())
         loss_ema = loss_v if loss_ema is None else 0.98 * loss_ema + 0.02 * loss_v
         bar.update(1)
         bar.set_postfix(loss=f"{loss_ema:.3f}", lr=f"{lr_at(step):.2e}")
