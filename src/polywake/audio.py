@@ -137,6 +137,13 @@ def iter_audio_blocks(path: str | os.PathLike, block_seconds: float = 1.0):
         if not MIN_RATE <= rate <= MAX_RATE:
             raise AudioError(f"{p}: unsupported sample rate {rate}")
         block = max(1, int(block_seconds * rate))
+        try:
+            # As sf.read does before reading: libsndfile's MP3 decoder gives slightly other
+            # samples (1 ulp) without this seek, and streaming must decode what load_audio does.
+            if f.seekable():
+                f.seek(0)
+        except (sf.LibsndfileError, RuntimeError, ValueError) as e:
+            raise AudioError(f"{p}: corrupt or truncated audio ({e})") from e
         resampler = None if rate == SAMPLE_RATE else soxr.ResampleStream(
             rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ"
         )
