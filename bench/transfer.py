@@ -52,6 +52,7 @@ def train_scratch(clips, words, *, per_word: int, n_neg: int, steps: int, seed: 
     from polywake.data import splits
     from polywake.features import logmel_torch
     from polywake.models.heads import WakeWordHeads
+    from polywake.train.finetune import background_windows
     from polywake.train.heads import _word_loss
     from polywake.train.pretrain import noise_bank, rir_bank
     from polywake.train.wakewords import build_windows
@@ -62,15 +63,7 @@ def train_scratch(clips, words, *, per_word: int, n_neg: int, steps: int, seed: 
     tr = build_windows(clips, words, "train", noise_bank("train"), rir_bank(), per_word,
                        n_neg, seed)
     labels = window_labels(tr, len(words))
-    from polywake.audio import load_audio
-
-    bg = []
-    for f in splits.background_files("train"):
-        x = load_audio(f)
-        n = x.size // N_SAMPLES
-        if n:
-            bg.append(x[: n * N_SAMPLES].reshape(n, N_SAMPLES))
-    bg_audio = np.concatenate(bg)
+    bg_audio = background_windows(splits.background_files("train"), N_SAMPLES)
     audio = np.concatenate([tr.audio, bg_audio])
     labels = np.concatenate([labels, np.zeros((bg_audio.shape[0],) + labels.shape[1:],
                                               np.int8)])

@@ -279,7 +279,6 @@ def check_card(path: Path, card: dict) -> tuple[list[str], int]:
     return list(words), fps
 
 
-
 class OnnxScorer:
     """Runs a ``.pwk`` model with onnxruntime. One session is shared by all streams (its
     ``run`` is thread-safe); each stream carries its own state from :meth:`new_state`."""

@@ -29,6 +29,11 @@ def _tensor_digest(tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> st
     return h.hexdigest()
 
 
+def state_digest(module: nn.Module) -> str:
+    """A short digest of a module's tensors (what embedding caches of that module key on)."""
+    return _tensor_digest({k: v.detach() for k, v in module.state_dict().items()}, {})[:12]
+
+
 class WakeWordModel(nn.Module):
     def __init__(self, backbone: Backbone, heads: WakeWordHeads,
                  card: dict[str, Any] | None = None) -> None:

@@ -41,9 +41,10 @@ def finetune(backbone: Backbone, heads: WakeWordHeads, audio: np.ndarray, labels
              stop_after: int = 0, progress: bool = True) -> tuple[Backbone, WakeWordHeads]:
     """Train ``backbone`` and ``heads`` (in place) on raw windows ``audio`` (N, samples) with
     per-step ``labels`` (N, steps, words) as :func:`polywake.train.windows.window_labels`
-    makes them (``stop_after``: return after that many steps of this call, checkpointed, as a
-    killed run would; tests use it); ``extra_negatives`` (M, samples) are more negative windows (real background),
-    kept apart so the caller's arrays are never copied. Returns both in eval mode."""
+    makes them. ``extra_negatives`` (M, samples) are more negative windows (real background),
+    kept apart so the caller's arrays are never copied. ``stop_after``: return after that many
+    steps of this call, checkpointed, as a killed run would (tests use it). Returns both in
+    eval mode."""
     pos = [np.where((labels[:, :, j] == 1).any(1))[0] for j in range(len(words))]
     n_extra = 0 if extra_negatives is None else extra_negatives.shape[0]
     # indexes >= len(audio) point into extra_negatives
@@ -59,7 +60,6 @@ def finetune(backbone: Backbone, heads: WakeWordHeads, audio: np.ndarray, labels
     if state_path is not None and state_path.exists():
         step, _ = load_training_state(state_path, {"backbone": backbone, "heads": heads}, opt)
         print(f"fine-tuning: resuming from step {step}")
-
 
     backbone.train()
     heads.train()

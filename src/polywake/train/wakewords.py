@@ -30,7 +30,7 @@ from ..audio import SAMPLE_RATE, load_audio
 from ..data import splits
 from ..models.backbone import Backbone
 from ..models.heads import WakeWordHeads
-from ..models.wakeword import WakeWordModel, load_checkpoint, save_checkpoint
+from ..models.wakeword import WakeWordModel, load_checkpoint, save_checkpoint, state_digest
 from .heads import DECISION, EmbeddedSet, detector_scores, mine_hard_negatives, train_heads
 from .mixing import NoiseBank, trim_silence
 from .windows import (
@@ -105,14 +105,6 @@ def _read_clip(root: Path, r) -> np.ndarray:
 def file_sig(path: Path) -> str:
     h = hashlib.sha1()
     h.update(Path(path).read_bytes())
-    return h.hexdigest()[:12]
-
-
-def _state_sig(module: torch.nn.Module) -> str:
-    h = hashlib.sha1()
-    for k, v in sorted(module.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:12]
 
 
@@ -253,7 +245,7 @@ def train_model(backbone_path: Path, clips: WordClips, words: list[str], out_dir
                  state_path=out_dir / "finetune_state.safetensors")
         del bg_audio
         # Embedding caches are per backbone: the fine-tuned one gets its own key.
-        key = _state_sig(backbone)
+        key = state_digest(backbone)
     tr_set = EmbeddedSet(embed(backbone, tr.audio), window_labels(tr, len(words)), words)
     bg_tr = chop(background_streams(backbone, "train", key, bg_max_files), backbone.embed_dim)
     tr_set = tr_set.concat(EmbeddedSet(bg_tr, np.zeros(bg_tr.shape[:2] + (len(words),),
