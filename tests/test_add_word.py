@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import requires_shared_data
 from polywake.models.backbone import TINY, Backbone
 from polywake.models.heads import WakeWordHeads
 from polywake.models.wakeword import load_checkpoint, save_checkpoint
@@ -22,6 +23,7 @@ def _tones(f: float, n: int = 4) -> list[np.ndarray]:
 
 
 @pytest.mark.slow
+@requires_shared_data  # calibration needs real dev background to count false accepts
 def test_add_then_remove_word_keeps_existing_heads(tmp_path: Path, monkeypatch) -> None:
     torch.set_num_threads(1)
     monkeypatch.setattr(wakewords, "CACHE", tmp_path / "cache")

@@ -10,6 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import requires_shared_data
 from polywake.audio import write_audio
 from polywake.cli import main
 
@@ -59,6 +60,7 @@ def test_pretrain_killed_and_resumed_equals_uninterrupted(tmp_path: Path) -> Non
 
 
 @pytest.mark.slow
+@requires_shared_data  # calibration needs real dev background to count false accepts
 @pytest.mark.parametrize("finetune_steps", [0, 3])
 def test_wakeword_training_smoke_exports_a_working_model(tmp_path: Path, monkeypatch,
                                                          finetune_steps: int) -> None:
