@@ -275,6 +275,18 @@ def base_backbone(name: str):
     return Backbone(CONFIGS[name]).eval(), "random init"
 
 
+def head_hidden(name: str) -> int:
+    """Hidden units per word head of the shipped model of this size: the tiny model's heads
+    have 8 (<= 50k parameters); the standard one's are read from default.safetensors."""
+    if name == "tiny":
+        return 8
+    from polywake.models.wakeword import load_checkpoint
+
+    f = ASSETS / "default.safetensors"
+    heads = load_checkpoint(f)[1] if f.exists() else None
+    return heads.hidden if heads is not None else 16
+
+
 def build_models(tmp: Path, names: tuple[str, ...] = ("standard", "tiny"),
                  n_words: tuple[int, ...] = N_WORDS,
                  quants: tuple[str, ...] = ("float32", "int8"),
@@ -297,8 +309,7 @@ def build_models(tmp: Path, names: tuple[str, ...] = ("standard", "tiny"),
             files: dict[tuple[str, str], tuple[Path, Path]] = {}
             params = 0
             for kind in ("quiet", "spread") if n == 5 else ("quiet",):
-                # the shipped tiny model's heads have 8 hidden units (<= 50k parameters)
-                heads = WakeWordHeads(bb.embed_dim, WORDS[:n], hidden=8 if name == "tiny" else 16)
+                heads = WakeWordHeads(bb.embed_dim, WORDS[:n], hidden=head_hidden(name))
                 g = torch.Generator().manual_seed(n)
                 with torch.no_grad():
                     for b in heads.b2:

@@ -183,3 +183,31 @@ def test_finetune_killed_and_resumed_equals_uninterrupted(tmp_path: Path) -> Non
     moved = [k for k, v in bb_a.state_dict().items()
              if v.is_floating_point() and not torch.equal(v, bb0.state_dict()[k])]
     assert moved, "fine-tuning left the backbone unchanged"
+
+
+def test_tempering_unsaturates_scores_keeps_ranking_and_other_words() -> None:
+    """A saturated false accept (float32 sigmoid == 1.0) ties saturated detections, so no
+    threshold separates them; tempering must untie them without reordering anything, and
+    must not touch words it was not asked to temper."""
+    from polywake.models.heads import WakeWordHeads
+    from polywake.train.heads import MAX_LOGIT, score_windows, temper_heads, window_logits
+
+    heads = WakeWordHeads(8, ["loud", "other"], hidden=4)
+    with torch.no_grad():
+        heads.w2[0].mul_(400.0)
+        heads.w2[1].mul_(400.0)
+    emb = np.random.default_rng(0).standard_normal((64, 6, 8)).astype(np.float32)
+    before = window_logits(heads, emb)
+    assert (score_windows(heads, emb)[:, :, 0] == 1.0).sum() > 1  # saturated ties
+    other = [p.detach().clone() for p in (heads.w1[1], heads.b1[1], heads.w2[1], heads.b2[1])]
+    temps = temper_heads(heads, ["loud"], [emb])
+    assert temps["loud"] > 1.0
+    after = window_logits(heads, emb)
+    assert after[:, :, 0].max() <= MAX_LOGIT + 1e-4
+    assert np.array_equal(np.argsort(before[:, :, 0], axis=None, kind="stable"),
+                          np.argsort(after[:, :, 0], axis=None, kind="stable"))
+    assert (score_windows(heads, emb)[:, :, 0] == 1.0).sum() == 0
+    for p, q in zip((heads.w1[1], heads.b1[1], heads.w2[1], heads.b2[1]), other, strict=True):
+        assert torch.equal(p, q)
+    # a second tempering on the same data changes nothing
+    assert temper_heads(heads, ["loud"], [emb]) == {"loud": 1.0}

@@ -295,7 +295,7 @@ class OnnxScorer:
         except ImportError as e:
             raise PolywakeError(
                 f"{self.path}: the onnx backend needs onnxruntime, which cannot be imported "
-                f"({e}); install it, or run a version-2 .pwk with the numpy backend") from e
+                f"({e}); `pip install polywake[onnx]`, or run a version-2 .pwk with the numpy backend") from e
 
         opts = ort.SessionOptions()
         # One thread: the detector is meant to share a small CPU; more threads cost more

@@ -115,6 +115,46 @@ def score_windows(heads: WakeWordHeads, emb: np.ndarray, batch: int = 512) -> np
     return np.concatenate(out) if out else np.zeros((0, emb.shape[1], len(heads.words)))
 
 
+def window_logits(heads: WakeWordHeads, emb: np.ndarray, batch: int = 512) -> np.ndarray:
+    """(N, steps, dim) -> logits (N, steps, words), before the sigmoid."""
+    out = []
+    with torch.no_grad():
+        for i in range(0, emb.shape[0], batch):
+            out.append(heads(torch.from_numpy(emb[i: i + batch].astype(np.float32))).numpy())
+    return np.concatenate(out) if out else np.zeros((0, emb.shape[1], len(heads.words)))
+
+
+# A float32 sigmoid returns exactly 1.0 above a logit of ~17, so a saturated false accept
+# ties every saturated true detection and no threshold can keep the one and drop the other
+# (the calibration then asks for a threshold of 1.0 and rejects everything). Tempering keeps
+# the largest logit a word reaches on the given data at or below MAX_LOGIT, where float32
+# still resolves scores ~1e-6 apart. The scale is monotone: the ranking is unchanged.
+MAX_LOGIT = 10.0
+
+
+def temper_heads(heads: WakeWordHeads, words: list[str], embs: list[np.ndarray],
+                 max_logit: float = MAX_LOGIT) -> dict[str, float]:
+    """Divide each word's output layer by a temperature so its logits on ``embs`` (arrays of
+    (N, steps, dim)) stay <= ``max_logit``. Only ``words``' heads change (adding a word leaves
+    the others' numbers alone). Returns the temperature applied per word (1.0: none)."""
+    peak = {w: -np.inf for w in words}
+    for e in embs:
+        if e.shape[0] == 0:
+            continue
+        lg = window_logits(heads, e)
+        for w in words:
+            peak[w] = max(peak[w], float(lg[:, :, heads.words.index(w)].max()))
+    out = {}
+    with torch.no_grad():
+        for w in words:
+            t = max(1.0, peak[w] / max_logit) if np.isfinite(peak[w]) else 1.0
+            i = heads.words.index(w)
+            heads.w2[i].div_(t)
+            heads.b2[i].div_(t)
+            out[w] = float(t)
+    return out
+
+
 def mine_hard_negatives(heads: WakeWordHeads, data: EmbeddedSet, words: list[str],
                         boost: float = 8.0, floor: float = 0.05) -> np.ndarray:
     """Weights per window: windows where any trained word scores high on a quiet step get

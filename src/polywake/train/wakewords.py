@@ -31,7 +31,14 @@ from ..data import splits
 from ..models.backbone import Backbone
 from ..models.heads import WakeWordHeads
 from ..models.wakeword import WakeWordModel, load_checkpoint, save_checkpoint, state_digest
-from .heads import DECISION, EmbeddedSet, detector_scores, mine_hard_negatives, train_heads
+from .heads import (
+    DECISION,
+    EmbeddedSet,
+    detector_scores,
+    mine_hard_negatives,
+    temper_heads,
+    train_heads,
+)
 from .mixing import NoiseBank, trim_silence
 from .windows import (
     N_SAMPLES,
@@ -187,9 +194,14 @@ def calibrate(heads: WakeWordHeads, words: list[str], dev_pos: dict[str, np.ndar
               dev_streams: list[tuple[str, np.ndarray]], fa_target: float,
               dev_pos_ends: dict[str, np.ndarray] | None = None) -> dict[str, dict]:
     """Per word: the calibration table (thresholds for 0.1..10 FA/h) on DEV data, the
-    threshold at ``fa_target``, and the typical latency of the score peak after word end."""
+    threshold at ``fa_target``, and the typical latency of the score peak after word end.
+
+    First the words' heads are tempered in place (:func:`polywake.train.heads.temper_heads`)
+    so no dev score saturates at 1.0; the temperature is recorded in the entry."""
     from ..evaluate import ScoreStream, calibration_table, det_curve, threshold_for_fa
 
+    temps = temper_heads(heads, words, [dev_pos[w] for w in words]
+                         + [e[None] for _, e in dev_streams])
     streams = []
     for name, e in dev_streams:
         p = detector_scores(heads, e[None])[0]
@@ -203,7 +215,8 @@ def calibrate(heads: WakeWordHeads, words: list[str], dev_pos: dict[str, np.ndar
         entry = {"calibration": curve_points(curve),
                  "operating_points": calibration_table(curve),
                  "threshold": float(threshold_for_fa(curve, fa_target)),
-                 "threshold_fa_per_hour": fa_target}
+                 "threshold_fa_per_hour": fa_target,
+                 "temperature": temps[w]}
         if dev_pos_ends is not None:
             lat = (ends[probs.argmax(1)] - dev_pos_ends[w]) / SAMPLE_RATE
             # The peak can precede the trimmed end by a frame or two; the card wants >= 0.
