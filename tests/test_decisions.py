@@ -134,6 +134,26 @@ def test_a_score_of_one_is_its_peak_at_once() -> None:
         assert d.decided_s == d.peak_s
 
 
+@pytest.mark.parametrize("sure", [0.99, 0.9995])
+def test_a_sure_score_is_its_peak_at_once_and_a_lower_one_waits(sure: float) -> None:
+    """Tempered heads never reach 1.0; ``sure_score`` is where waiting stops paying."""
+    rows = np.zeros((40, 1))
+    rows[10:14, 0] = [0.7, 0.995, 0.999, 0.6]
+    decisions, _ = run(engine([WordCard("echo")], sure_score=sure), rows, flush=False)
+    (d,) = decisions
+    if sure <= 0.995:  # sure at step 11: decided there, although step 12 is higher
+        assert d.decided_s == pytest.approx(12 * STEP) and d.score == 0.995
+    else:  # not sure: it waits, finds the real peak at step 12, decides a step later
+        assert d.peak_s == pytest.approx(13 * STEP) and d.score == 0.999
+        assert d.decided_s == pytest.approx(14 * STEP)
+
+
+def test_sure_score_must_be_a_probability() -> None:
+    for bad in (0.0, 1.5, -1.0):
+        with pytest.raises(ValueError, match="sure_score"):
+            engine([WordCard("echo")], sure_score=bad)
+
+
 def test_suffix_word_loses_to_the_phrase_that_contains_it() -> None:
     samuel = WordCard("samuel", duration_s=0.55, latency_s=0.24)
     n = 60

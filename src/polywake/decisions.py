@@ -11,7 +11,9 @@ added later brings its own duration, latency and calibration and no code changes
    fell below its threshold since its last candidate, and its refractory period is over).
 3. The candidate *peaks* when its score has not risen for ``peak_patience_steps`` steps, or
    fell below the threshold, or its hold window (``clip(latency_s, 2 steps, max_hold_s)``)
-   ran out, or it reached 1 (a probability cannot rise further: no step is spent to see it).
+   ran out, or it reached ``sure_score`` (default 0.99: waiting a step to see a score that
+   high rise further only adds latency; calibration tempers the heads so their scores stay
+   below a float32 1.0, so "reached 1" alone would rarely happen).
 4. A peaked candidate still waits while a LONGER word that could contain it (its text
    contains this one's, or it lasts at least ``prefix_min_s`` longer: the conditions of rule
    5's containment) is live (smoothed score at or above ``arm_fraction`` of its threshold,
@@ -38,8 +40,11 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 _FLOAT_ROWS = (np.dtype(np.float32), np.dtype(np.float64))
-# Scores are probabilities: one that reached 1 cannot rise any more, so it is its peak.
-_TOP = 1.0
+# A score this high is taken as its own peak (rule 3): waiting a step to see it rise further
+# cost the shipped model 43 ms of median latency and changed neither which word fired nor the
+# start/end estimates beyond noise (bench/streaming.py, docs/STREAMING.md). Rule 4's wait for
+# longer words that could contain this one still applies.
+DEFAULT_SURE_SCORE = 0.99
 
 # Sensitivity 0..1 maps to an expected false-accept rate on a log scale between these.
 FA_AT_SENSITIVITY_0 = 0.01
@@ -270,7 +275,7 @@ class DecisionEngine:
                  max_hold_s: float = 0.6, peak_patience_steps: int = 1,
                  arm_fraction: float = 0.3, max_containment_wait_s: float = 1.2,
                  merge_gap_s: float = 0.2, containment_tol_s: float = 0.35,
-                 prefix_min_s: float = 0.15) -> None:
+                 prefix_min_s: float = 0.15, sure_score: float = DEFAULT_SURE_SCORE) -> None:
         card_list = list(cards.values()) if isinstance(cards, Mapping) else list(cards)
         if not card_list:
             raise ValueError("a decision engine needs at least one word")
@@ -293,6 +298,9 @@ class DecisionEngine:
         self.merge_gap_s = float(merge_gap_s)
         self.containment_tol_s = float(containment_tol_s)
         self.prefix_min_s = float(prefix_min_s)
+        if not 0.0 < sure_score <= 1.0:
+            raise ValueError(f"sure_score must be in (0, 1], got {sure_score}")
+        self.sure_score = float(sure_score)
         self.thresholds = self._resolve_thresholds(thresholds, sensitivity)
         self._thr = np.array([self.thresholds[w] for w in self.words], np.float64)
         self._thr_vals: list[float] = []  # the values _thr was built from
@@ -443,13 +451,14 @@ class DecisionEngine:
             if c is None:
                 armed[i] = False
                 if t - self._last_peak[i] >= self.refractory_s:
-                    # A score of 1 (the most a probability reaches) is its peak already.
-                    active[i] = _Candidate(i, t, float(s[i]), t, peaked=bool(s[i] >= _TOP))
+                    # A sure score is its peak already (rule 3).
+                    active[i] = _Candidate(i, t, float(s[i]), t,
+                                           peaked=bool(s[i] >= self.sure_score))
                 continue
             if s[i] > c.peak:
                 c.peak, c.peak_t = float(s[i]), t
             if t - c.peak_t >= patience or s[i] < self._thr[i] or t - c.cross_t >= self._hold[i] \
-                    or c.peak >= _TOP:
+                    or c.peak >= self.sure_score:
                 c.peaked = True
 
     def _update_per_word(self, s: np.ndarray, t: float) -> None:
@@ -465,13 +474,13 @@ class DecisionEngine:
                     self._armed[i] = False
                     if t - self._last_peak[i] >= self.refractory_s:
                         self._active[i] = _Candidate(i, t, float(s[i]), t,
-                                                     peaked=bool(s[i] >= _TOP))
+                                                     peaked=bool(s[i] >= self.sure_score))
                 continue
             if s[i] > c.peak:
                 c.peak, c.peak_t = float(s[i]), t
             patience = self.peak_patience_steps * self.step_seconds - 1e-9
             if t - c.peak_t >= patience or s[i] < self._thr[i] or t - c.cross_t >= self._hold[i] \
-                    or c.peak >= _TOP:
+                    or c.peak >= self.sure_score:
                 c.peaked = True
 
     def flush(self) -> tuple[list[Decision], list[Suppressed]]:
