@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from polywake.audio import load_audio
+from polywake.audio import atomic_open, load_audio
 from polywake.data import splits
 from polywake.evaluate import ScoreStream, det_curve, frr_at_fa
 from polywake.models.heads import WakeWordHeads
@@ -78,11 +78,10 @@ def cached_streams(embedder, files: list[Path], tag: str) -> list[tuple[str, np.
             out.append((str(f), embedder.stream(load_audio(f))))
         except Exception as e:  # noqa: BLE001 - a damaged file is reported and skipped
             print(f"skip {f}: {e}")
-    CACHE.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp.npz")
-    np.savez(tmp, names=np.array([n for n, _ in out]), **{f"e{i}": e for i, (_, e) in
-                                                           enumerate(out)})
-    tmp.replace(cache)
+    # A unique temp name: two benchmarks filling the same cache at once must not share one.
+    with atomic_open(cache) as fh:
+        np.savez(fh, names=np.array([n for n, _ in out]), **{f"e{i}": e for i, (_, e) in
+                                                             enumerate(out)})
     return out
 
 

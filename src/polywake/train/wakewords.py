@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..audio import SAMPLE_RATE, load_audio
+from ..audio import SAMPLE_RATE, atomic_open, load_audio
 from ..data import splits
 from ..models.backbone import Backbone
 from ..models.heads import WakeWordHeads
@@ -132,11 +132,10 @@ def background_streams(backbone: Backbone, split: str, key: str,
             out.append((f.stem, embed_stream(backbone, load_audio(f))))
         except Exception as e:  # a damaged file is skipped and reported, not fatal
             print(f"skipping {f}: {e}", file=sys.stderr)
-    CACHE.mkdir(parents=True, exist_ok=True)
     arrays = {f"e{i}": e for i, (_, e) in enumerate(out)}
-    tmp = cache.with_suffix(".tmp.npz")
-    np.savez(tmp, names=np.array([n for n, _ in out]), **arrays)
-    tmp.replace(cache)
+    # A unique temp name: two runs filling the same cache at once must not share one.
+    with atomic_open(cache) as fh:
+        np.savez(fh, names=np.array([n for n, _ in out]), **arrays)
     return out
 
 
