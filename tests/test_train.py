@@ -147,12 +147,9 @@ def test_distill_resumes_exactly_and_saves_a_backbone(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_finetune_killed_and_resumed_equals_uninterrupted(tmp_path: Path) -> None:
-    import copy
-
+def _finetune_setup():
     from polywake.models.backbone import TINY, Backbone
     from polywake.models.heads import WakeWordHeads
-    from polywake.train.finetune import finetune
     from polywake.train.windows import N_SAMPLES, STEPS
 
     torch.set_num_threads(1)
@@ -164,7 +161,37 @@ def test_finetune_killed_and_resumed_equals_uninterrupted(tmp_path: Path) -> Non
     labels[2, -4:, 1] = labels[3, -4:, 1] = 1
     bg = (rng.standard_normal((2, N_SAMPLES)) * 0.05).astype(np.float32)
     bb0 = Backbone(TINY)
-    h0 = WakeWordHeads(bb0.embed_dim, ["a", "b"], hidden=4)
+    return audio, labels, bg, bb0, WakeWordHeads(bb0.embed_dim, ["a", "b"], hidden=4)
+
+
+def test_finetune_anchor_keeps_embeddings_near_the_pretrained_ones() -> None:
+    import copy
+
+    from polywake.features import logmel_torch
+    from polywake.train.finetune import finetune
+
+    audio, labels, bg, bb0, h0 = _finetune_setup()
+    dist = {}
+    for anchor in (0.0, 50.0):
+        bb, h = copy.deepcopy(bb0), copy.deepcopy(h0)
+        finetune(bb, h, audio, labels, ["a", "b"], steps=12, extra_negatives=bg, seed=3,
+                 pos_per_word=2, neg_per_batch=3, lr=2e-2, progress=False, anchor=anchor)
+        with torch.no_grad():
+            mel = logmel_torch(torch.from_numpy(audio))
+            ref = bb0.eval()(mel)
+            dist[anchor] = float(((bb(mel) - ref) ** 2).mean() / (ref ** 2).mean())
+    assert dist[50.0] < 0.5 * dist[0.0], dist
+
+
+@pytest.mark.parametrize("anchor", [0.0, 5.0])
+def test_finetune_killed_and_resumed_equals_uninterrupted(tmp_path: Path, anchor: float) -> None:
+    """With an anchor, the resumed run must still anchor to the PRETRAINED backbone, not to
+    the checkpoint it resumed from."""
+    import copy
+
+    from polywake.train.finetune import finetune
+
+    audio, labels, bg, bb0, h0 = _finetune_setup()
 
     def run(state: Path, **kw):
         bb, h = copy.deepcopy(bb0), copy.deepcopy(h0)
@@ -173,9 +200,9 @@ def test_finetune_killed_and_resumed_equals_uninterrupted(tmp_path: Path) -> Non
                  progress=False, **kw)
         return bb, h
 
-    bb_a, h_a = run(tmp_path / "a.safetensors")
-    run(tmp_path / "b.safetensors", stop_after=3)  # "killed" after 3 steps
-    bb_b, h_b = run(tmp_path / "b.safetensors")  # the same call resumes at step 3
+    bb_a, h_a = run(tmp_path / "a.safetensors", anchor=anchor)
+    run(tmp_path / "b.safetensors", stop_after=3, anchor=anchor)  # "killed" after 3 steps
+    bb_b, h_b = run(tmp_path / "b.safetensors", anchor=anchor)  # resumes at step 3
     for m_a, m_b in ((bb_a, bb_b), (h_a, h_b)):
         for (k, v_a), v_b in zip(m_a.state_dict().items(), m_b.state_dict().values(),
                                  strict=True):

@@ -13,10 +13,17 @@ uninterrupted one.
 
 After this, the fine-tuned backbone is frozen again: adding a word later trains only a head
 on it, so existing words stay bit-identical.
+
+``anchor`` > 0 adds ``anchor`` x the distance (mean squared error over the pretrained
+embedding's mean square) between the fine-tuned backbone's embeddings and the pretrained
+one's on the same batch. Fine-tuning for five words made the backbone worse for words added
+later (docs/BENCHMARKS.md, add-word); the anchor keeps what the words' heads do not need close
+to the pretrained features ("learning without forgetting").
 """
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +45,8 @@ def finetune(backbone: Backbone, heads: WakeWordHeads, audio: np.ndarray, labels
              lr: float = 2e-3, seed: int = 0,
              pos_per_word: int = 12, neg_per_batch: int = 48, hard_frac: float = 0.05,
              state_path: Path | None = None, save_every: int = 100,
-             stop_after: int = 0, progress: bool = True) -> tuple[Backbone, WakeWordHeads]:
+             stop_after: int = 0, progress: bool = True, anchor: float = 0.0,
+             ) -> tuple[Backbone, WakeWordHeads]:
     """Train ``backbone`` and ``heads`` (in place) on raw windows ``audio`` (N, samples) with
     per-step ``labels`` (N, steps, words) as :func:`polywake.train.windows.window_labels`
     makes them. ``extra_negatives`` (M, samples) are more negative windows (real background),
@@ -56,6 +64,8 @@ def finetune(backbone: Backbone, heads: WakeWordHeads, audio: np.ndarray, labels
                "scale": BACKBONE_LR_SCALE},
               {"params": list(heads.parameters()), "lr": lr, "scale": 1.0}]
     opt = torch.optim.AdamW(groups, lr, weight_decay=1e-2)
+    # The pretrained backbone as it is now, before a resumed run loads its fine-tuned state.
+    reference = copy.deepcopy(backbone).eval().requires_grad_(False) if anchor > 0 else None
     step = 0
     if state_path is not None and state_path.exists():
         step, _ = load_training_state(state_path, {"backbone": backbone, "heads": heads}, opt)
@@ -76,10 +86,16 @@ def finetune(backbone: Backbone, heads: WakeWordHeads, audio: np.ndarray, labels
                       for i in idx])
         lab_np = np.stack([labels[i] if i < audio.shape[0] else np.zeros_like(labels[0])
                            for i in idx])
-        logits = heads(backbone(logmel_torch(torch.from_numpy(x))))
+        mel = logmel_torch(torch.from_numpy(x))
+        emb = backbone(mel)
+        logits = heads(emb)
         lab = torch.from_numpy(lab_np.astype(np.int64))
         loss = sum(_word_loss(logits[:, :, j], lab[:, :, j], hard_frac)
                    for j in range(len(words)))
+        if reference is not None:
+            with torch.no_grad():
+                ref = reference(mel)
+            loss = loss + anchor * ((emb - ref) ** 2).mean() / (ref ** 2).mean().clamp_min(1e-8)
         optimizer_step(opt, loss, params, warmup_cosine(step, steps, lr, max(1, steps // 10)))
         step += 1
         bar.update(1)

@@ -229,7 +229,7 @@ def train_model(backbone_path: Path, clips: WordClips, words: list[str], out_dir
                 mining_rounds: int = 2, fa_target: float = DEFAULT_FA_TARGET, seed: int = 0,
                 command: str = "", bg_max_files: int | None = None,
                 noise_minutes: float = 25.0, hidden: int = 16,
-                finetune_steps: int = 0) -> Path:
+                finetune_steps: int = 0, finetune_anchor: float = 0.0) -> Path:
     t0 = time.time()
     torch.manual_seed(seed)
     backbone, _, bb_card, _ = load_checkpoint(backbone_path)
@@ -254,7 +254,7 @@ def train_model(backbone_path: Path, clips: WordClips, words: list[str], out_dir
                                       N_SAMPLES)
         finetune(backbone, heads, tr.audio, window_labels(tr, len(words)), words,
                  steps=finetune_steps, extra_negatives=bg_audio, seed=seed,
-                 state_path=out_dir / "finetune_state.safetensors")
+                 state_path=out_dir / "finetune_state.safetensors", anchor=finetune_anchor)
         del bg_audio
         # Embedding caches are per backbone: the fine-tuned one gets its own key.
         key = state_digest(backbone)
@@ -285,7 +285,7 @@ def train_model(backbone_path: Path, clips: WordClips, words: list[str], out_dir
                      "windows_per_word": per_word, "negative_windows": int(n_neg),
                      "background_windows": int(bg_tr.shape[0]), "steps": steps,
                      "mining_rounds": mining_rounds, "seed": seed,
-                     "finetune_steps": finetune_steps,
+                     "finetune_steps": finetune_steps, "finetune_anchor": finetune_anchor,
                      "calibration": f"dev voices + dev background, {fa_target} FA/h"},
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -323,6 +323,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--finetune-steps", type=int, default=0,
                    help="first fine-tune backbone + heads end to end for this many steps "
                         "(checkpointed in OUT/finetune_state.safetensors; 0: frozen backbone)")
+    p.add_argument("--finetune-anchor", type=float, default=0.0,
+                   help="while fine-tuning, keep the backbone's embeddings this close to the "
+                        "pretrained ones (weight of their normalised squared distance; 0: off)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (1: on a shared 2-core CPU more threads spin and slow down)")
 
@@ -334,7 +337,8 @@ def run(args: argparse.Namespace) -> int:
     train_model(args.backbone, clips, words, args.out, per_word=args.per_word,
                 n_neg=args.negatives, steps=args.steps, mining_rounds=args.mining_rounds,
                 fa_target=args.fa_target, seed=args.seed, hidden=args.hidden,
-                finetune_steps=args.finetune_steps, command="polywake train " + " ".join(sys.argv[2:]))
+                finetune_steps=args.finetune_steps, finetune_anchor=args.finetune_anchor,
+                command="polywake train " + " ".join(sys.argv[2:]))
     return 0
 
 
