@@ -41,7 +41,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 _FLOAT_ROWS = (np.dtype(np.float32), np.dtype(np.float64))
 # A score this high is taken as its own peak (rule 3): waiting a step to see it rise further
-# cost the shipped model 43 ms of median latency and changed neither which word fired nor the
+# cost a tempered default 43 ms of median latency and changed neither which word fired nor the
 # start/end estimates beyond noise (bench/streaming.py, docs/STREAMING.md). Rule 4's wait for
 # longer words that could contain this one still applies.
 DEFAULT_SURE_SCORE = 0.99
