@@ -122,3 +122,28 @@ def test_atomic_write_leaves_no_partial_file(tmp_path: Path, monkeypatch: pytest
         write_audio(target, np.ones(200, np.float32) * 0.2)
     assert target.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["out.wav"]
+
+
+def test_stale_temps_of_killed_writers_are_removed_and_live_ones_kept(tmp_path: Path) -> None:
+    import os
+    import time
+
+    from polywake.audio import STALE_TEMP_S, atomic_open, remove_stale_temps
+
+    sub = tmp_path / "alexa"
+    sub.mkdir()
+    old = sub / ".clip.wav.abc123.tmp"  # a writer killed long ago
+    young = tmp_path / ".model.pwk.xyz.tmp"  # a writer busy right now
+    keep = sub / "clip.wav"  # a finished file, old as it may be
+    for f in (old, young, keep):
+        f.write_bytes(b"x")
+    past = time.time() - STALE_TEMP_S - 60
+    os.utime(old, (past, past))
+    os.utime(keep, (past, past))
+    assert remove_stale_temps(tmp_path) == 1
+    assert not old.exists() and young.exists() and keep.exists()
+    assert remove_stale_temps(tmp_path / "missing") == 0
+    with atomic_open(tmp_path / "x.bin") as fh:  # its temp name is one the cleanup matches
+        (name,) = [p.name for p in tmp_path.glob(".*.tmp") if p != young]
+        assert name.startswith(".x.bin.") and name.endswith(".tmp")
+        fh.write(b"ok")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -203,6 +204,28 @@ def atomic_open(path: str | os.PathLike) -> Iterator[BinaryIO]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+STALE_TEMP_S = 6 * 3600.0
+
+
+def remove_stale_temps(folder: str | os.PathLike, older_than_s: float = STALE_TEMP_S) -> int:
+    """Delete the temp files (``.*.tmp``, :func:`atomic_open`'s names) that killed writers left
+    anywhere under ``folder``, if untouched for ``older_than_s``: a live writer's temp file
+    is younger (it writes, fsyncs and renames within seconds), so runs sharing the folder are
+    safe. Returns how many were removed. A missing folder has none."""
+    root = Path(folder)
+    if not root.is_dir():
+        return 0
+    now, n = time.time(), 0
+    for f in root.rglob(".*.tmp"):
+        try:
+            if f.is_file() and now - f.stat().st_mtime > older_than_s:
+                f.unlink()
+                n += 1
+        except FileNotFoundError:  # another run removed or renamed it meanwhile
+            continue
+    return n
 
 
 def write_audio(path: str | os.PathLike, samples: np.ndarray, sample_rate: int = SAMPLE_RATE,

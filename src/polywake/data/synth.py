@@ -54,7 +54,7 @@ from typing import Any
 
 import numpy as np
 
-from ..audio import SAMPLE_RATE, atomic_write_bytes, write_audio
+from ..audio import SAMPLE_RATE, atomic_write_bytes, remove_stale_temps, write_audio
 from ..errors import PolywakeError
 from . import confusables, splits, tts, vocab
 from .manifest import ClipRecord, ManifestCache
@@ -274,6 +274,9 @@ def run_jobs(jobs: Sequence[Job], out_dir: str | Path, *, workers: int = 2,
     """Make every job not already done; append to the manifest as batches finish."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    removed = remove_stale_temps(out)
+    if removed:
+        log.info("synth: removed %d temp files left by killed runs", removed)
     cache = ManifestCache(out / MANIFEST)
     todo = [j for j in jobs if not cache.done(j.id)]
     log.info("synth: %d clips planned, %d already made, %d to make",

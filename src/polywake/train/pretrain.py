@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from scipy.signal import fftconvolve
 from tqdm import tqdm
 
-from ..audio import SAMPLE_RATE, load_audio
+from ..audio import SAMPLE_RATE, load_audio, remove_stale_temps
 from ..data import splits
 from ..features import logmel_torch
 from ..models.backbone import CONFIGS, Backbone, count_parameters
@@ -269,6 +269,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(args.out)  # what a killed run left beside its checkpoints
     t_start = time.time()
     use_real = not args.no_real and splits.have_shared_data()
     train_items = [(p, w, s, False) for p, w, s in synth_items(args.synth, "train")]

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..audio import SAMPLE_RATE, atomic_open, load_audio
+from ..audio import SAMPLE_RATE, atomic_open, load_audio, remove_stale_temps
 from ..data import splits
 from ..models.backbone import Backbone
 from ..models.heads import WakeWordHeads
@@ -232,6 +232,8 @@ def train_model(backbone_path: Path, clips: WordClips, words: list[str], out_dir
                 finetune_steps: int = 0, finetune_anchor: float = 0.0) -> Path:
     t0 = time.time()
     torch.manual_seed(seed)
+    for folder in (out_dir, CACHE):  # what killed runs left beside checkpoints and caches
+        remove_stale_temps(folder)
     backbone, _, bb_card, _ = load_checkpoint(backbone_path)
     key = file_sig(backbone_path)
     from .pretrain import noise_bank, rir_bank
