@@ -186,6 +186,23 @@ def test_int8_export_keeps_a_float32_numpy_section(folder: Path,
     assert np.abs(Detector(load_scorer(pwk)).scores(speechlike) - ref).max() <= TOL
 
 
+def test_onnx_only_export_is_smaller_and_runs_on_onnxruntime(folder: Path,
+                                                              speechlike: np.ndarray) -> None:
+    ckpt, both = make_model(folder, "tiny", 5, int8=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        only = export_checkpoint(ckpt, folder / "onnx_only.pwk", int8=True, numpy=False)
+    f = read_pwk_file(only)
+    assert f.numpy is None and f.onnx == read_pwk_file(both).onnx
+    assert only.stat().st_size < both.stat().st_size
+    scorer = load_scorer(only)  # auto: no numpy section -> onnxruntime
+    assert isinstance(scorer, OnnxScorer)
+    assert np.abs(Detector(scorer).scores(speechlike)
+                  - Detector(load_scorer(both, backend="onnx")).scores(speechlike)).max() == 0
+    with pytest.raises(ModelFileError, match="numpy"):
+        load_scorer(only, backend="numpy")
+
+
 def write_v1(path: Path, card: dict, onnx: bytes) -> Path:
     """A format-version-1 file, as polywake wrote them before the numpy section."""
     header = json.dumps({"card": card, "sha256": _digest(card, onnx)}).encode()
