@@ -305,11 +305,12 @@ def build_models(tmp: Path, names: tuple[str, ...] = ("standard", "tiny"),
     setups, sources = [], {}
     for name in names:
         bb, sources[name] = base_backbone(name)
+        hidden = head_hidden(name)
         for n in n_words:
             files: dict[tuple[str, str], tuple[Path, Path]] = {}
             params = 0
             for kind in ("quiet", "spread") if n == 5 else ("quiet",):
-                heads = WakeWordHeads(bb.embed_dim, WORDS[:n], hidden=head_hidden(name))
+                heads = WakeWordHeads(bb.embed_dim, WORDS[:n], hidden=hidden)
                 g = torch.Generator().manual_seed(n)
                 with torch.no_grad():
                     for b in heads.b2:

@@ -105,16 +105,6 @@ def train_heads(heads: WakeWordHeads, data: EmbeddedSet, train_words: list[str],
             p.requires_grad_(True)
 
 
-def score_windows(heads: WakeWordHeads, emb: np.ndarray, batch: int = 512) -> np.ndarray:
-    """(N, steps, dim) -> probabilities (N, steps, words)."""
-    out = []
-    with torch.no_grad():
-        for i in range(0, emb.shape[0], batch):
-            out.append(torch.sigmoid(heads(torch.from_numpy(emb[i: i + batch].astype(
-                np.float32)))).numpy())
-    return np.concatenate(out) if out else np.zeros((0, emb.shape[1], len(heads.words)))
-
-
 def window_logits(heads: WakeWordHeads, emb: np.ndarray, batch: int = 512) -> np.ndarray:
     """(N, steps, dim) -> logits (N, steps, words), before the sigmoid."""
     out = []
@@ -122,6 +112,12 @@ def window_logits(heads: WakeWordHeads, emb: np.ndarray, batch: int = 512) -> np
         for i in range(0, emb.shape[0], batch):
             out.append(heads(torch.from_numpy(emb[i: i + batch].astype(np.float32))).numpy())
     return np.concatenate(out) if out else np.zeros((0, emb.shape[1], len(heads.words)))
+
+
+def score_windows(heads: WakeWordHeads, emb: np.ndarray, batch: int = 512) -> np.ndarray:
+    """(N, steps, dim) -> probabilities (N, steps, words)."""
+    logits = window_logits(heads, emb, batch)
+    return torch.sigmoid(torch.from_numpy(logits)).numpy() if logits.size else logits
 
 
 # A float32 sigmoid returns exactly 1.0 above a logit of ~17, so a saturated false accept
