@@ -98,7 +98,10 @@ def main() -> None:
     ap.add_argument("--backbone", type=Path, required=True)
     ap.add_argument("--synth", type=Path, required=True, help="synth manifest of the 4 phrases")
     ap.add_argument("--manifest-extra", type=Path, action="append", default=[],
-                    help="more synth manifests whose negatives (confusables, sentences) to use")
+                    help="more synth manifests (their positives of the 4 phrases, e.g. a Kokoro "
+                    "set, and their negatives: confusables, sentences)")
+    ap.add_argument("--balance-engines", action="store_true",
+                    help="take positives round-robin across TTS engines")
     ap.add_argument("--per-word", type=int, default=2000)
     ap.add_argument("--negatives", type=int, default=6000)
     ap.add_argument("--steps", type=int, default=1500)
@@ -112,11 +115,13 @@ def main() -> None:
     a = ap.parse_args()
     set_threads()
     t0 = time.time()
-    clips = load_manifest_clips([a.synth, *a.manifest_extra], WORDS, max_per_word=a.per_word, max_neg=a.negatives)
+    clips = load_manifest_clips([a.synth, *a.manifest_extra], WORDS, max_per_word=a.per_word,
+                                max_neg=a.negatives, balance_engines=a.balance_engines)
     rows, results = [], {}
     # Embedding caches of trained-here backbones are keyed by the data they were trained on,
     # so a rerun on other data never reads a stale cache.
-    data_key = "-".join(file_sig(m) for m in [a.synth, *a.manifest_extra])[:24]
+    data_key = "-".join(file_sig(m) for m in [a.synth, *a.manifest_extra])[:24] \
+        + ("-bal" if a.balance_engines else "")
     backbone, _, _, _ = load_checkpoint(a.backbone)
     if not a.skip_frozen:
         emb = BackboneEmbedder(backbone, file_sig(a.backbone))

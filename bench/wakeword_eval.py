@@ -98,11 +98,13 @@ class WordEval:
 
 def evaluate_real(heads: WakeWordHeads, words: list[str], folders: dict[str, str], embedder,
                   thresholds: dict[str, float], extra_negative_folders: tuple[str, ...] = (),
-                  held_out_files: dict[str, list[Path]] | None = None) -> list[WordEval]:
-    """Positives: real clips of each word. Negatives: eval background + the OTHER words'
-    real clips (+ extra folders). FRR read off the DET curve at 0.1/0.5/1 FA/h, and the
-    honest operating point: the DEV-calibrated threshold's FRR and FA/h on this eval data."""
-    bg = cached_streams(embedder, splits.background_files("eval"), "bg-eval")
+                  held_out_files: dict[str, list[Path]] | None = None,
+                  background: str = "eval") -> list[WordEval]:
+    """Positives: real clips of each word. Negatives: the ``background`` split's real
+    background (eval; "dev" when the real phrases are a dev set for choosing a recipe) + the
+    OTHER words' real clips (+ extra folders). FRR read off the DET curve at 0.1/0.5/1 FA/h,
+    and the honest operating point: the DEV-calibrated threshold's FRR and FA/h on this data."""
+    bg = cached_streams(embedder, splits.background_files(background), f"bg-{background}")
     real = {w: cached_streams(embedder, splits.real_keyword_files(f), f"real-{f}")
             for w, f in folders.items()}
     extra = [s for f in extra_negative_folders

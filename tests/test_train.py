@@ -238,3 +238,21 @@ def test_tempering_unsaturates_scores_keeps_ranking_and_other_words() -> None:
         assert torch.equal(p, q)
     # a second tempering on the same data changes nothing
     assert temper_heads(heads, ["loud"], [emb]) == {"loud": 1.0}
+
+
+def test_engine_round_robin_keeps_every_few_voice_engine_clip_under_a_cap() -> None:
+    from polywake.data.manifest import ClipRecord
+    from polywake.train.wakewords import engine_round_robin
+
+    def rec(i: int, engine: str) -> tuple[Path, ClipRecord]:
+        return Path("."), ClipRecord(f"{engine}{i}", f"{i}.flac", 1.0, "x", "positive",
+                                     "train", word="x", engine=engine)
+
+    items = [rec(i, "espeak-ng") for i in range(100)] + [rec(i, "kokoro") for i in range(5)] \
+        + [rec(i, "pico") for i in range(2)]
+    out = engine_round_robin(items)
+    assert sorted(r.id for _, r in out) == sorted(r.id for _, r in items)
+    first = [r.engine for _, r in out[:12]]
+    assert first.count("kokoro") == 5 and first.count("pico") == 2
+    # each engine's own (shuffled) order is kept
+    assert [r.id for _, r in out if r.engine == "espeak-ng"] == [f"espeak-ng{i}" for i in range(100)]

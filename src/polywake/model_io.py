@@ -110,10 +110,13 @@ class PwkFile:
         """The numpy section's tensors (float32 views of its bytes; copy what you keep), after
         checking every entry of the tensor table against the section."""
         if self.numpy is None:
+            why = ("was exported with --onnx-only" if self.version >= FORMAT_VERSION else
+                   f"is format version {self.version}")
             raise ModelFileError(
-                f"{self.path}: this model file (format version {self.version}) has no numpy "
-                "section; re-export it with this polywake (`polywake export CHECKPOINT --out "
-                f"FILE` writes version {FORMAT_VERSION}), or run it with the onnx backend")
+                f"{self.path}: this model file {why} and has no numpy section; run it with "
+                "the onnx backend (`--backend onnx`, pip install 'polywake[onnx]'), or "
+                "re-export it without --onnx-only (`polywake export CHECKPOINT --out FILE` "
+                f"writes version {FORMAT_VERSION} with both sections)")
         sec = self.numpy
         if len(self.numpy_blob) != sec.get("length"):
             raise ValueError(f"{self.path}: the numpy section was not read (want='numpy')")

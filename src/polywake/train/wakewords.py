@@ -67,8 +67,13 @@ class WordClips:
 
 
 def load_manifest_clips(manifests: list[Path], words: list[str], max_per_word: int = 4000,
-                        max_neg: int = 12000, seed: int = 0) -> WordClips:
-    """Read clips of ``words`` (positives) and negatives from synth manifests."""
+                        max_neg: int = 12000, seed: int = 0,
+                        balance_engines: bool = False) -> WordClips:
+    """Read clips of ``words`` (positives) and negatives from synth manifests.
+
+    ``balance_engines``: take each word's positives round-robin across TTS engines, so the
+    ``max_per_word`` cap keeps every clip of the few-voice engines (the natural-sounding ones:
+    Kokoro, Piper, pico) instead of a random sample dominated by espeak-ng's 800 voices."""
     from ..data.manifest import load_manifest
 
     rng = np.random.default_rng(seed)
@@ -87,6 +92,8 @@ def load_manifest_clips(manifests: list[Path], words: list[str], max_per_word: i
             neg.setdefault(split, []).append((root, r))
     for (w, split), items in sorted(pos.items()):
         rng.shuffle(items)
+        if balance_engines:
+            items = engine_round_robin(items)
         clips = [_read_clip(root, r) for root, r in tqdm(items[:max_per_word],
                                                         desc=f"{w} {split}", mininterval=5)]
         out.positives.setdefault(w, {})[split] = [c for c in clips if c.size > 800]
@@ -102,6 +109,19 @@ def load_manifest_clips(manifests: list[Path], words: list[str], max_per_word: i
     if missing:
         raise SystemExit(f"no training positives for {missing} in {manifests}; "
                          "run `polywake synth` for them first")
+    return out
+
+
+def engine_round_robin(items: list) -> list:
+    """``(root, record)`` pairs reordered one engine at a time (engines in name order, each
+    engine's own order kept), so any prefix holds the engines as evenly as their sizes allow."""
+    by: dict[str, list] = {}
+    for it in items:
+        by.setdefault(it[1].engine or "", []).append(it)
+    queues = [by[e] for e in sorted(by)]
+    out = []
+    for i in range(max(map(len, queues), default=0)):
+        out += [q[i] for q in queues if i < len(q)]
     return out
 
 
