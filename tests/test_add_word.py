@@ -56,3 +56,28 @@ def test_add_then_remove_word_keeps_existing_heads(tmp_path: Path, monkeypatch) 
     with torch.no_grad():
         torch.testing.assert_close(rheads(emb)[..., 1], after(emb)[..., 2])
         torch.testing.assert_close(rheads(emb)[..., 0], after(emb)[..., 0])
+
+
+def test_add_word_cli_passes_engines_to_the_synthesis(tmp_path: Path, monkeypatch) -> None:
+    from polywake.cli import main
+    from polywake.train import add_word as aw
+
+    monkeypatch.setattr(wakewords, "CACHE", tmp_path / "cache")
+    monkeypatch.setattr(aw, "CACHE", tmp_path / "cache")
+    bb = Backbone(TINY).eval()
+    base = save_checkpoint(tmp_path / "base.safetensors", backbone=bb,
+                           heads=WakeWordHeads(bb.embed_dim, ["alexa"], hidden=8),
+                           card={"words": ["alexa"], "per_word": {}})
+    seen = {}
+
+    def fake_synth(phrase, out_dir, seed=0, workers=2, engines=None):
+        seen.update(phrase=phrase, out_dir=Path(out_dir), engines=engines)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(aw, "synth_phrase", fake_synth)
+    with pytest.raises(RuntimeError, match="stop here"):
+        main(["add-word", "hey jarvis", "--model", str(base), "--out",
+              str(tmp_path / "o.safetensors"), "--engines", "kokoro, piper"])
+    assert seen["engines"] == ["kokoro", "piper"] and seen["phrase"] == "hey jarvis"
+    # another engine list never reuses (or pollutes) the default synthesis cache
+    assert seen["out_dir"].name == "synth-hey_jarvis-kokoro-piper"

@@ -44,13 +44,15 @@ from .windows import embed, positive_window, window_labels
 REAL_WINDOWS_PER_EXAMPLE = 60
 
 
-def synth_phrase(phrase: str, out_dir: Path, seed: int = 0, workers: int = 2) -> Path:
-    """Synthesize the phrase (all voices) and its confusables; cached in ``out_dir``."""
+def synth_phrase(phrase: str, out_dir: Path, seed: int = 0, workers: int = 2,
+                 engines: list[str] | None = None) -> Path:
+    """Synthesize the phrase (all voices of ``engines``, default every installed engine but
+    the slow Kokoro) and its confusables; cached in ``out_dir``."""
     from ..data.synth import synthesize_set
 
     return synthesize_set([phrase], out_dir, n_variants=2, rich_variants=12, negatives=True,
                           neg_voices=6, n_sentences=300, sentence_voices=1, workers=workers,
-                          seed=seed, progress=True)
+                          seed=seed, engines=engines, progress=True)
 
 
 def add_word(model_in: Path, phrase: str, out: Path, *, examples: list[np.ndarray] | None = None,
@@ -58,6 +60,7 @@ def add_word(model_in: Path, phrase: str, out: Path, *, examples: list[np.ndarra
              n_neg: int = 2500, steps: int = 600, mining_rounds: int = 1, fa_target: float = 0.5,
              seed: int = 0, bg_max_files: int | None = None, noise_minutes: float = 10.0,
              clips: WordClips | None = None, cache_tag: str | None = None,
+             engines: list[str] | None = None, balance_engines: bool = False,
              progress: bool = True) -> tuple[Path, dict]:
     """Train a head for ``phrase`` on the frozen backbone; return (checkpoint, timings)."""
     t0 = time.time()
@@ -70,10 +73,11 @@ def add_word(model_in: Path, phrase: str, out: Path, *, examples: list[np.ndarra
     key = file_sig(model_in)
     if clips is None:
         if manifest is None:
-            synth_dir = synth_dir or CACHE / f"synth-{phrase.replace(' ', '_')}"
-            manifest = synth_phrase(phrase, synth_dir, seed)
+            tag = "" if engines is None else "-" + "-".join(sorted(engines))
+            synth_dir = synth_dir or CACHE / f"synth-{phrase.replace(' ', '_')}{tag}"
+            manifest = synth_phrase(phrase, synth_dir, seed, engines=engines)
         clips = load_manifest_clips([manifest], [phrase], max_per_word=per_word,
-                                    max_neg=n_neg, seed=seed)
+                                    max_neg=n_neg, seed=seed, balance_engines=balance_engines)
     t_data = time.time()
     from .pretrain import noise_bank, rir_bank
 
@@ -168,6 +172,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--remove", metavar="WORD", help="remove this word instead of adding")
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--engines", help="comma list of TTS engines for the phrase (default: every "
+                   "installed one but kokoro; e.g. espeak-ng,mbrola,flite,festival,pico,piper,"
+                   "kokoro after `polywake synth --prepare-kokoro`)")
+    p.add_argument("--balance-engines", action="store_true",
+                   help="take the synthetic positives round-robin across engines")
     p.add_argument("--export", action="store_true", help="also write OUT with .pwk suffix")
 
 
@@ -182,8 +191,10 @@ def run(args: argparse.Namespace) -> int:
         if not splits.have_shared_data():
             print("note: ../shared/data is absent: negatives come from TTS only",
                   file=sys.stderr)
+        engines = [e.strip() for e in args.engines.split(",")] if args.engines else None
         out, t = add_word(args.model, args.phrase, args.out, examples=ex, steps=args.steps,
-                          seed=args.seed)
+                          seed=args.seed, engines=engines,
+                          balance_engines=args.balance_engines)
         print(f"added {args.phrase!r} in {t['total_s']:.0f} s "
               f"(data {t['data_s']:.0f} s, training {t['train_s']:.0f} s)")
     if args.export:

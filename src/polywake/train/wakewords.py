@@ -348,6 +348,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--finetune-anchor", type=float, default=0.0,
                    help="while fine-tuning, keep the backbone's embeddings this close to the "
                         "pretrained ones (weight of their normalised squared distance; 0: off)")
+    p.add_argument("--balance-engines", action="store_true",
+                   help="take each word's positives round-robin across TTS engines")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (1: on a shared 2-core CPU more threads spin and slow down)")
 
@@ -355,7 +357,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     words = [w.strip().lower() for w in args.words]
-    clips = load_manifest_clips(args.manifest, words, seed=args.seed)
+    clips = load_manifest_clips(args.manifest, words, seed=args.seed,
+                                balance_engines=args.balance_engines)
     train_model(args.backbone, clips, words, args.out, per_word=args.per_word,
                 n_neg=args.negatives, steps=args.steps, mining_rounds=args.mining_rounds,
                 fa_target=args.fa_target, seed=args.seed, hidden=args.hidden,
