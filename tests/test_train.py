@@ -240,9 +240,9 @@ def test_tempering_unsaturates_scores_keeps_ranking_and_other_words() -> None:
     assert temper_heads(heads, ["loud"], [emb]) == {"loud": 1.0}
 
 
-def test_engine_round_robin_keeps_every_few_voice_engine_clip_under_a_cap() -> None:
+def test_engine_balanced_gives_every_engine_an_equal_share() -> None:
     from polywake.data.manifest import ClipRecord
-    from polywake.train.wakewords import engine_round_robin
+    from polywake.train.wakewords import engine_balanced
 
     def rec(i: int, engine: str) -> tuple[Path, ClipRecord]:
         return Path("."), ClipRecord(f"{engine}{i}", f"{i}.flac", 1.0, "x", "positive",
@@ -250,9 +250,10 @@ def test_engine_round_robin_keeps_every_few_voice_engine_clip_under_a_cap() -> N
 
     items = [rec(i, "espeak-ng") for i in range(100)] + [rec(i, "kokoro") for i in range(5)] \
         + [rec(i, "pico") for i in range(2)]
-    out = engine_round_robin(items)
-    assert sorted(r.id for _, r in out) == sorted(r.id for _, r in items)
-    first = [r.engine for _, r in out[:12]]
-    assert first.count("kokoro") == 5 and first.count("pico") == 2
-    # each engine's own (shuffled) order is kept
-    assert [r.id for _, r in out if r.engine == "espeak-ng"] == [f"espeak-ng{i}" for i in range(100)]
+    out = engine_balanced(items, 60)
+    engines = [r.engine for _, r in out]
+    assert len(out) == 60 and {engines.count(e) for e in ("espeak-ng", "kokoro", "pico")} == {20}
+    # each engine cycles through its own clips in their given order
+    assert [r.id for _, r in out if r.engine == "pico"][:4] == ["pico0", "pico1"] * 2
+    assert [r.id for _, r in out if r.engine == "espeak-ng"] == [f"espeak-ng{i}" for i in range(20)]
+    assert engine_balanced([], 5) == []

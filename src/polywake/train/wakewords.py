@@ -71,9 +71,11 @@ def load_manifest_clips(manifests: list[Path], words: list[str], max_per_word: i
                         balance_engines: bool = False) -> WordClips:
     """Read clips of ``words`` (positives) and negatives from synth manifests.
 
-    ``balance_engines``: take each word's positives round-robin across TTS engines, so the
-    ``max_per_word`` cap keeps every clip of the few-voice engines (the natural-sounding ones:
-    Kokoro, Piper, pico) instead of a random sample dominated by espeak-ng's 800 voices."""
+    ``balance_engines``: each word's ``max_per_word`` positives come from the TTS engines in
+    equal shares (:func:`engine_balanced`; a few-voice engine's clips repeat, each repeat
+    re-mixed differently by the window builder) instead of in proportion to their voice
+    counts, where espeak-ng's 808 formant voices make ~70 % of the clips and the neural ones
+    (Kokoro, Piper) a few percent."""
     from ..data.manifest import load_manifest
 
     rng = np.random.default_rng(seed)
@@ -93,9 +95,12 @@ def load_manifest_clips(manifests: list[Path], words: list[str], max_per_word: i
     for (w, split), items in sorted(pos.items()):
         rng.shuffle(items)
         if balance_engines:
-            items = engine_round_robin(items)
-        clips = [_read_clip(root, r) for root, r in tqdm(items[:max_per_word],
-                                                        desc=f"{w} {split}", mininterval=5)]
+            items = engine_balanced(items, max_per_word)
+        read: dict[int, np.ndarray] = {}  # a repeated clip is read (and held) once
+        for root, r in tqdm(items[:max_per_word], desc=f"{w} {split}", mininterval=5):
+            if id(r) not in read:
+                read[id(r)] = _read_clip(root, r)
+        clips = [read[id(r)] for _, r in items[:max_per_word]]
         out.positives.setdefault(w, {})[split] = [c for c in clips if c.size > 800]
     for split, items in sorted(neg.items()):
         rng.shuffle(items)
@@ -112,17 +117,18 @@ def load_manifest_clips(manifests: list[Path], words: list[str], max_per_word: i
     return out
 
 
-def engine_round_robin(items: list) -> list:
-    """``(root, record)`` pairs reordered one engine at a time (engines in name order, each
-    engine's own order kept), so any prefix holds the engines as evenly as their sizes allow."""
+def engine_balanced(items: list, n: int) -> list:
+    """``n`` of the ``(root, record)`` pairs, the engines taking turns (in name order), each
+    engine cycling through its own clips in their given order: every engine gets an equal
+    share (within one) of any prefix, repeating its clips when it has too few."""
     by: dict[str, list] = {}
     for it in items:
         by.setdefault(it[1].engine or "", []).append(it)
     queues = [by[e] for e in sorted(by)]
-    out = []
-    for i in range(max(map(len, queues), default=0)):
-        out += [q[i] for q in queues if i < len(q)]
-    return out
+    if not queues:
+        return []
+    return [queues[i % len(queues)][(i // len(queues)) % len(queues[i % len(queues)])]
+            for i in range(n)]
 
 
 def _read_clip(root: Path, r) -> np.ndarray:
