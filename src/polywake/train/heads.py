@@ -99,7 +99,7 @@ def train_heads(heads: WakeWordHeads, data: EmbeddedSet, train_words: list[str],
         loss.backward()
         opt.step()
         sched.step()
-        bar.set_postfix(loss=f"{float(loss):.3f}")
+        bar.set_postfix(loss=f"{loss.item():.3f}")
     for plist in (heads.w1, heads.b1, heads.w2, heads.b2):
         for p in plist:
             p.requires_grad_(True)
