@@ -72,12 +72,39 @@ def test_add_word_cli_passes_engines_to_the_synthesis(tmp_path: Path, monkeypatc
 
     def fake_synth(phrase, out_dir, seed=0, workers=2, engines=None):
         seen.update(phrase=phrase, out_dir=Path(out_dir), engines=engines)
+        return [tmp_path / "m.jsonl"]
+
+    def fake_load(manifests, words, **kw):
+        seen.update(manifests=manifests, balance=kw["balance_engines"])
         raise RuntimeError("stop here")
 
     monkeypatch.setattr(aw, "synth_phrase", fake_synth)
-    with pytest.raises(RuntimeError, match="stop here"):
-        main(["add-word", "hey jarvis", "--model", str(base), "--out",
-              str(tmp_path / "o.safetensors"), "--engines", "kokoro, piper"])
-    assert seen["engines"] == ["kokoro", "piper"] and seen["phrase"] == "hey jarvis"
+    monkeypatch.setattr(aw, "load_manifest_clips", fake_load)
+    for extra, balance in (([], True), (["--no-balance-engines"], False)):
+        with pytest.raises(RuntimeError, match="stop here"):
+            main(["add-word", "hey jarvis", "--model", str(base), "--out",
+                  str(tmp_path / "o.safetensors"), "--engines", "kokoro, piper", *extra])
+        assert seen["engines"] == ["kokoro", "piper"] and seen["phrase"] == "hey jarvis"
+        assert seen["manifests"] == [tmp_path / "m.jsonl"] and seen["balance"] is balance
     # another engine list never reuses (or pollutes) the default synthesis cache
     assert seen["out_dir"].name == "synth-hey_jarvis-kokoro-piper"
+
+
+def test_synth_phrase_makes_kokoro_positives_apart(tmp_path: Path, monkeypatch) -> None:
+    from polywake.data import synth
+    from polywake.train import add_word as aw
+
+    calls = []
+
+    def fake_set(phrases, out_dir, **kw):
+        calls.append((Path(out_dir), kw["engines"], kw["negatives"], kw.get("rich_variants")))
+        return Path(out_dir) / "manifest.jsonl"
+
+    monkeypatch.setattr(synth, "synthesize_set", fake_set)
+    out = aw.synth_phrase("hey jarvis", tmp_path, engines=["espeak-ng", "kokoro"])
+    assert calls == [(tmp_path, ["espeak-ng"], True, 12),
+                     (tmp_path / "kokoro", ["kokoro"], False, 4)]
+    assert out == [tmp_path / "manifest.jsonl", tmp_path / "kokoro" / "manifest.jsonl"]
+    calls.clear()
+    assert aw.synth_phrase("x", tmp_path, engines=["piper"]) == [tmp_path / "manifest.jsonl"]
+    assert calls == [(tmp_path, ["piper"], True, 12)]

@@ -45,14 +45,29 @@ REAL_WINDOWS_PER_EXAMPLE = 60
 
 
 def synth_phrase(phrase: str, out_dir: Path, seed: int = 0, workers: int = 2,
-                 engines: list[str] | None = None) -> Path:
-    """Synthesize the phrase (all voices of ``engines``, default every installed engine but
-    the slow Kokoro) and its confusables; cached in ``out_dir``."""
+                 engines: list[str] | None = None) -> list[Path]:
+    """Synthesize the phrase with every voice of ``engines`` (default: every installed
+    engine) and its confusables; cached in ``out_dir``. Returns the manifests.
+
+    Kokoro (neural, ~1-2 s a clip) makes positives only, 4 per voice (the recipe measured in
+    docs/BENCHMARKS.md, "Recipe choice on REAL dev phrases"), in ``out_dir/kokoro``."""
+    from ..data import tts
     from ..data.synth import synthesize_set
 
-    return synthesize_set([phrase], out_dir, n_variants=2, rich_variants=12, negatives=True,
-                          neg_voices=6, n_sentences=300, sentence_voices=1, workers=workers,
-                          seed=seed, engines=engines, progress=True)
+    chosen = list(tts.ENGINES if engines is None else engines)
+    fast = [e for e in chosen if e != "kokoro"]
+    kokoro = "kokoro" in chosen or (engines is None and bool(tts.list_voices(["kokoro"])))
+    out = []
+    if fast:
+        out.append(synthesize_set([phrase], out_dir, n_variants=2, rich_variants=12,
+                                  negatives=True, neg_voices=6, n_sentences=300,
+                                  sentence_voices=1, workers=workers, seed=seed, engines=fast,
+                                  progress=True))
+    if kokoro:
+        out.append(synthesize_set([phrase], Path(out_dir) / "kokoro", rich_variants=4,
+                                  negatives=False, workers=workers, seed=seed,
+                                  engines=["kokoro"], progress=True))
+    return out
 
 
 def add_word(model_in: Path, phrase: str, out: Path, *, examples: list[np.ndarray] | None = None,
@@ -60,9 +75,13 @@ def add_word(model_in: Path, phrase: str, out: Path, *, examples: list[np.ndarra
              n_neg: int = 2500, steps: int = 600, mining_rounds: int = 1, fa_target: float = 0.5,
              seed: int = 0, bg_max_files: int | None = None, noise_minutes: float = 10.0,
              clips: WordClips | None = None, cache_tag: str | None = None,
-             engines: list[str] | None = None, balance_engines: bool = False,
+             engines: list[str] | None = None, balance_engines: bool = True,
              progress: bool = True) -> tuple[Path, dict]:
-    """Train a head for ``phrase`` on the frozen backbone; return (checkpoint, timings)."""
+    """Train a head for ``phrase`` on the frozen backbone; return (checkpoint, timings).
+
+    The synthetic positives give every TTS engine an equal share (``balance_engines``),
+    Kokoro's neural voices included when installed: chosen on real dev phrases
+    (docs/BENCHMARKS.md)."""
     t0 = time.time()
     phrase = " ".join(phrase.lower().split())
     backbone, heads, card, _ = load_checkpoint(model_in)
@@ -75,8 +94,10 @@ def add_word(model_in: Path, phrase: str, out: Path, *, examples: list[np.ndarra
         if manifest is None:
             tag = "" if engines is None else "-" + "-".join(sorted(engines))
             synth_dir = synth_dir or CACHE / f"synth-{phrase.replace(' ', '_')}{tag}"
-            manifest = synth_phrase(phrase, synth_dir, seed, engines=engines)
-        clips = load_manifest_clips([manifest], [phrase], max_per_word=per_word,
+            manifests = synth_phrase(phrase, synth_dir, seed, engines=engines)
+        else:
+            manifests = [manifest]
+        clips = load_manifest_clips(manifests, [phrase], max_per_word=per_word,
                                     max_neg=n_neg, seed=seed, balance_engines=balance_engines)
     t_data = time.time()
     from .pretrain import noise_bank, rir_bank
@@ -173,10 +194,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--engines", help="comma list of TTS engines for the phrase (default: every "
-                   "installed one but kokoro; e.g. espeak-ng,mbrola,flite,festival,pico,piper,"
-                   "kokoro after `polywake synth --prepare-kokoro`)")
-    p.add_argument("--balance-engines", action="store_true",
-                   help="take the synthetic positives round-robin across engines")
+                   "installed one, kokoro included once `polywake synth --prepare-kokoro` ran)")
+    p.add_argument("--no-balance-engines", dest="balance_engines", action="store_false",
+                   help="take synthetic positives in proportion to each engine's voice count "
+                   "(espeak-ng ~70 %%) instead of in equal shares")
     p.add_argument("--export", action="store_true", help="also write OUT with .pwk suffix")
 
 
