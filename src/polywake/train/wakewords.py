@@ -375,13 +375,15 @@ def run(args: argparse.Namespace) -> int:
 
 def recalibrate(checkpoint: Path, manifests: list[Path], out_dir: Path, *,
                 per_word: int = 2500, fa_target: float = DEFAULT_FA_TARGET, seed: int = 0,
-                noise_minutes: float = 25.0) -> Path:
+                noise_minutes: float = 25.0, balance_engines: bool = False) -> Path:
     """Re-run only the DEV calibration of a trained model (same dev windows as training: same
-    seed), e.g. after the decision smoothing changed. Heads and backbone are untouched."""
+    seed, manifests and ``balance_engines``), e.g. after the decision smoothing changed, or
+    on another model's dev windows to compare two models on one dev set. Heads and backbone
+    are untouched."""
     backbone, heads, card, _ = load_checkpoint(checkpoint)
     assert heads is not None
     words = heads.words
-    clips = load_manifest_clips(manifests, words, seed=seed)
+    clips = load_manifest_clips(manifests, words, seed=seed, balance_engines=balance_engines)
     from .pretrain import noise_bank, rir_bank
 
     noise_dev = noise_bank("dev", max_minutes=min(8.0, noise_minutes))
