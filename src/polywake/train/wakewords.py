@@ -355,7 +355,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="while fine-tuning, keep the backbone's embeddings this close to the "
                         "pretrained ones (weight of their normalised squared distance; 0: off)")
     p.add_argument("--balance-engines", action="store_true",
-                   help="take each word's positives round-robin across TTS engines")
+                   help="give every TTS engine an equal share of each word's positives "
+                   "(recipe C, docs/BENCHMARKS.md)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (1: on a shared 2-core CPU more threads spin and slow down)")
 
