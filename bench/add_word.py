@@ -61,7 +61,7 @@ def main() -> None:
                     default=[ROOT / "work_data/synth_bench/manifest.jsonl"],
                     help="synth manifests (several are merged, e.g. a Kokoro set beside it)")
     ap.add_argument("--balance-engines", action="store_true",
-                    help="take positives round-robin across TTS engines (wakewords."
+                    help="every TTS engine an equal share of the positives (wakewords."
                     "engine_round_robin)")
     ap.add_argument("--dev-phrases", action="store_true",
                     help="measure on the real DEV phrases (athena, amelia, hey savant; dev "

@@ -101,7 +101,7 @@ def main() -> None:
                     help="more synth manifests (their positives of the 4 phrases, e.g. a Kokoro "
                     "set, and their negatives: confusables, sentences)")
     ap.add_argument("--balance-engines", action="store_true",
-                    help="take positives round-robin across TTS engines")
+                    help="every TTS engine an equal share of the positives")
     ap.add_argument("--per-word", type=int, default=2000)
     ap.add_argument("--negatives", type=int, default=6000)
     ap.add_argument("--steps", type=int, default=1500)
