@@ -62,7 +62,7 @@ def main() -> None:
                     help="synth manifests (several are merged, e.g. a Kokoro set beside it)")
     ap.add_argument("--balance-engines", action="store_true",
                     help="every TTS engine an equal share of the positives (wakewords."
-                    "engine_round_robin)")
+                    "engine_balanced)")
     ap.add_argument("--dev-phrases", action="store_true",
                     help="measure on the real DEV phrases (athena, amelia, hey savant; dev "
                     "background) instead of the eval ones: for choosing a recipe")
