@@ -136,3 +136,10 @@ def markdown_table(header: list[str], rows: list[list[object]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def dev_frr_at(entry: dict, fa: float) -> float:
+    """FRR on the dev voices at ``fa`` FA/h, from a card's (calibration entry's) operating
+    points."""
+    op = entry["operating_points"]
+    return float(op["frr"][op["fa_per_hour"].index(fa)])

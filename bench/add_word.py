@@ -27,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _common import markdown_table  # noqa: E402
+from _common import dev_frr_at, markdown_table  # noqa: E402
 from polywake.audio import load_audio  # noqa: E402
 from polywake.data import splits  # noqa: E402
 from polywake.train.add_word import add_word, real_example_windows  # noqa: E402
@@ -156,12 +156,6 @@ def main() -> None:
                 print(json.dumps(results[-1]), flush=True)
         (a.out / "results.json").write_text(json.dumps(results, indent=1))
     summarize(results, a)
-
-
-def dev_frr_at(entry: dict, fa: float) -> float:
-    """FRR on the dev voices at ``fa`` FA/h, from a calibration entry's operating points."""
-    op = entry["operating_points"]
-    return float(op["frr"][op["fa_per_hour"].index(fa)])
 
 
 def summarize(results: list[dict], a) -> None:

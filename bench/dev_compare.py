@@ -12,14 +12,18 @@ written to runs/<TAG>_on_<set>/, and its mean dev FRR at 0.5 FA/h over the words
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
 
 import torch
 
-from polywake.models.wakeword import load_checkpoint
-from polywake.train.wakewords import recalibrate
+sys.path.insert(0, str(Path(__file__).parent))
+
+from _common import dev_frr_at  # noqa: E402
+from polywake.models.wakeword import load_checkpoint  # noqa: E402
+from polywake.train.wakewords import recalibrate  # noqa: E402
 
 DATA = Path("work_data")
 SETS = {
@@ -30,17 +34,21 @@ SETS = {
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("model", type=Path)
+    ap.add_argument("tag", help="re-calibrated copies go to runs/<TAG>_on_<set>/")
+    ap.add_argument("sets", nargs="*", help=f"any of {', '.join(SETS)} (default: all)")
+    a = ap.parse_args()
+    # (not argparse choices: Python 3.11 checks an empty nargs="*" list against them)
+    if unknown := sorted(set(a.sets) - set(SETS)):
+        ap.error(f"unknown dev set(s) {unknown}; known: {', '.join(SETS)}")
     torch.set_num_threads(1)
-    model, tag, chosen = Path(sys.argv[1]), sys.argv[2], sys.argv[3:] or list(SETS)
-    for name in chosen:
+    for name in a.sets or list(SETS):
         manifests, balance = SETS[name]
-        ckpt = recalibrate(model, manifests, Path(f"runs/{tag}_on_{name}"),
+        ckpt = recalibrate(a.model, manifests, Path(f"runs/{a.tag}_on_{name}"),
                            balance_engines=balance)
         card = load_checkpoint(ckpt)[2]
-        frr = {}
-        for w, entry in card["per_word"].items():
-            op = entry["operating_points"]
-            frr[w] = op["frr"][op["fa_per_hour"].index(0.5)]
+        frr = {w: dev_frr_at(entry, 0.5) for w, entry in card["per_word"].items()}
         print(name, json.dumps({w: round(100 * v, 1) for w, v in frr.items()}),
               "mean", round(100 * sum(frr.values()) / len(frr), 1), flush=True)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import sys
 import time
@@ -96,11 +97,12 @@ def load_manifest_clips(manifests: list[Path], words: list[str], max_per_word: i
         rng.shuffle(items)
         if balance_engines:
             items = engine_balanced(items, max_per_word)
+        chosen = items[:max_per_word]
         read: dict[int, np.ndarray] = {}  # a repeated clip is read (and held) once
-        for root, r in tqdm(items[:max_per_word], desc=f"{w} {split}", mininterval=5):
+        for root, r in tqdm(chosen, desc=f"{w} {split}", mininterval=5):
             if id(r) not in read:
                 read[id(r)] = _read_clip(root, r)
-        clips = [read[id(r)] for _, r in items[:max_per_word]]
+        clips = [read[id(r)] for _, r in chosen]
         out.positives.setdefault(w, {})[split] = [c for c in clips if c.size > 800]
     for split, items in sorted(neg.items()):
         rng.shuffle(items)
@@ -124,11 +126,8 @@ def engine_balanced(items: list, n: int) -> list:
     by: dict[str, list] = {}
     for it in items:
         by.setdefault(it[1].engine or "", []).append(it)
-    queues = [by[e] for e in sorted(by)]
-    if not queues:
-        return []
-    return [queues[i % len(queues)][(i // len(queues)) % len(queues[i % len(queues)])]
-            for i in range(n)]
+    turns = itertools.cycle([itertools.cycle(by[e]) for e in sorted(by)])
+    return [next(next(turns)) for _ in range(n)] if by else []
 
 
 def _read_clip(root: Path, r) -> np.ndarray:
