@@ -492,6 +492,20 @@ def test_bit_flip_in_checkpoint_tensors_is_detected(workdir: Path,
     expect_model_error(_load_ckpt, path)
 
 
+
+def test_flip_in_the_checksum_key_does_not_switch_the_check_off(workdir: Path,
+                                                                 model: tuple[Path, Path]) -> None:
+    """Was bug 15 (found by CI's fuzz run): a checkpoint without "sha256" skipped the check,
+    so one flip in the key's name plus one in the tensors loaded other weights."""
+    raw = bytearray(model[0].read_bytes())
+    i = raw.index(b'"sha256"')
+    raw[i + 6] ^= 0x01  # "sha256" -> "sha257": same length, still valid JSON
+    raw[-1] ^= 0x01
+    path = workdir / "unkeyed.safetensors"
+    path.write_bytes(bytes(raw))
+    e = expect_model_error(_load_ckpt, path)
+    assert "no checksum" in str(e)
+
 def _with_metadata(raw: bytes, meta: dict[str, str]) -> bytes:
     end = _header_len(raw)
     header = json.loads(raw[8:end])

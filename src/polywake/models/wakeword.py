@@ -117,7 +117,12 @@ def load_checkpoint(path: str | Path) -> tuple[Backbone, WakeWordHeads | None, d
         got = meta.get("polywake_format") if isinstance(meta, dict) else None
         raise ModelFileError(f"{p}: checkpoint format {got!r}, "
                              f"this polywake reads format {CHECKPOINT_FORMAT}")
-    if "sha256" in meta and meta["sha256"] != _tensor_digest(tensors, meta):
+    # A missing checksum is refused, not skipped: one flipped bit in the key "sha256" would
+    # otherwise switch the check off and let damaged tensors load (found by the fuzz test).
+    if "sha256" not in meta:
+        raise ModelFileError(f"{p}: no checksum in the metadata: damaged, or not written by "
+                             "polywake's save_checkpoint")
+    if meta["sha256"] != _tensor_digest(tensors, meta):
         raise ModelFileError(f"{p}: checksum mismatch: the file was modified or damaged")
     try:
         backbone = Backbone(BackboneConfig.from_dict(json.loads(meta["backbone_config"])))
