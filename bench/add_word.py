@@ -10,7 +10,8 @@ clips. The synthetic part (TTS clips of the phrase: what `polywake add-word` syn
 embedded once per word and shared by its runs. Existing words: their head tensors are checked
 bit-identical after each add, and their scores on held-out data re-measured. Also: the
 wall time of a full `add_word()` (k = 10) and the peers' numbers on jarvis (bench/peers.py).
-Writes a learning-curve PNG.
+Writes a learning-curve PNG. ``--model`` may also be a pretrained backbone checkpoint (no
+heads): the new word then gets the only head, which compares backbones as bases.
 """
 
 from __future__ import annotations
@@ -69,6 +70,9 @@ def main() -> None:
     ap.add_argument("--backbone-key-from", type=Path,
                     default=ROOT / "src/polywake/assets/backbone.safetensors")
     ap.add_argument("--ks", type=int, nargs="+", default=[0, 1, 3, 10])
+    ap.add_argument("--hidden", type=int, default=8,
+                    help="hidden units of the new head when --model is a backbone checkpoint "
+                    "(no heads of its own); 8 as in the shipped default")
     ap.add_argument("--draws", type=int, default=5)
     ap.add_argument("--words", nargs="+", default=None)
     ap.add_argument("--per-word", type=int, default=1200)
@@ -96,6 +100,10 @@ def main() -> None:
         return
     set_threads()
     backbone, base_heads, card, emb = embedder_for(a.model, a.backbone_key_from)
+    if base_heads is None:  # a pretrained backbone alone: compare backbones as bases
+        from polywake.models.heads import WakeWordHeads
+
+        base_heads = WakeWordHeads(backbone.embed_dim, [], a.hidden)
     noise_tr, noise_dev = noise_bank("train", 10), noise_bank("dev", 8)
     rirs = rir_bank(24)
     bg = chop(cached_streams(emb, splits.background_files("train"), "bg-train"), emb.dim)

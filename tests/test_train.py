@@ -60,6 +60,22 @@ def test_pretrain_killed_and_resumed_equals_uninterrupted(tmp_path: Path) -> Non
 
 
 @pytest.mark.slow
+def test_pretrain_real_manifest_adds_real_classes(tmp_path: Path) -> None:
+    """--real-manifest words join the vocabulary and count as real in the dev accuracy."""
+    from polywake.models.wakeword import load_checkpoint
+
+    torch.set_num_threads(1)
+    synth = _fake_words(tmp_path / "synth", ["apple", "river"])
+    real = _fake_words(tmp_path / "real", ["river", "music"])
+    assert _pretrain(synth, tmp_path / "a", "--real-manifest", str(real)) == 0
+    assert json.loads((tmp_path / "a" / "words.json").read_text()) == ["apple", "music", "river"]
+    card = load_checkpoint(tmp_path / "a" / "backbone.safetensors")[2]
+    assert card["classes"] == 3
+    assert card["dev_accuracy"]["n_real"] == 2 and card["dev_accuracy"]["n_synth"] == 2
+    with pytest.raises(SystemExit, match="no such manifest"):
+        _pretrain(synth, tmp_path / "b", "--real-manifest", str(tmp_path / "missing.jsonl"))
+
+@pytest.mark.slow
 @requires_shared_data  # calibration needs real dev background to count false accepts
 @pytest.mark.parametrize("finetune_steps", [0, 3])
 def test_wakeword_training_smoke_exports_a_working_model(tmp_path: Path, monkeypatch,

@@ -262,6 +262,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("runs/pretrain"))
     p.add_argument("--size", choices=sorted(CONFIGS), default="standard")
     p.add_argument("--no-real", action="store_true", help="leave out the real word sets")
+    p.add_argument("--real-manifest", type=Path, action="append", default=[],
+                   help="manifest of REAL word clips in the synthetic manifest's format "
+                        "(recipes/librispeech_words.py); repeatable")
     add_loop_arguments(p, steps=6000, batch=96)
     p.add_argument("--ctc-weight", type=float, default=0.3)
 
@@ -277,6 +280,11 @@ def run(args: argparse.Namespace) -> int:
     if use_real:
         train_items += [(p, w, s, True) for p, w, s in real_word_items("train")]
         dev_items += [(p, w, s, True) for p, w, s in real_word_items("dev")]
+    for m in args.real_manifest:
+        if not m.is_file():
+            raise SystemExit(f"{m}: no such manifest")
+        train_items += [(p, w, s, True) for p, w, s in synth_items(m, "train")]
+        dev_items += [(p, w, s, True) for p, w, s in synth_items(m, "dev")]
     words = sorted({w for _, w, _, _ in train_items})
     vocab = {w: i for i, w in enumerate(words)}
     print(f"pretraining vocabulary: {len(words)} classes "
