@@ -70,6 +70,9 @@ def main() -> None:
     ap.add_argument("--backbone-key-from", type=Path,
                     default=ROOT / "src/polywake/assets/backbone.safetensors")
     ap.add_argument("--ks", type=int, nargs="+", default=[0, 1, 3, 10])
+    ap.add_argument("--real-speed", type=float, default=0.0,
+                    help="speed-perturb half of the real examples' copies by up to this "
+                    "fraction (add_word.real_example_windows)")
     ap.add_argument("--hidden", type=int, default=8,
                     help="hidden units of the new head when --model is a backbone checkpoint "
                     "(no heads of its own); 8 as in the shipped default")
@@ -134,7 +137,8 @@ def main() -> None:
                 data = synth_set
                 if examples:
                     data = data.concat(real_example_windows(backbone, examples, word, clips,
-                                                            noise_tr, rirs, draw))
+                                                            noise_tr, rirs, draw,
+                                                            speed=a.real_speed))
                 heads = copy.deepcopy(base_heads)
                 heads.add_word(word, seed=draw)
                 weights = None

@@ -85,7 +85,7 @@ def main() -> None:
                             desc="align", unit="utt", mininterval=5))
     n_failed = sum(not w for w in aligned)
     tokens = []  # (utterance path, split, speaker, index, word, start, end)
-    for (path, _, split), words in zip(jobs, aligned):
+    for (path, _, split), words in zip(jobs, aligned, strict=True):
         spk = Path(path).parent.name
         for i, (w, s, e) in enumerate(words):
             dur = e - s + 2 * PAD_S

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..audio import load_audio
+from ..audio import SAMPLE_RATE, load_audio
 from ..data import splits
 from ..models.wakeword import load_checkpoint, save_checkpoint
 from .heads import EmbeddedSet, mine_hard_negatives, train_heads
@@ -146,8 +146,12 @@ def add_word(model_in: Path, phrase: str, out: Path, *, examples: list[np.ndarra
 
 
 def real_example_windows(backbone, examples: list[np.ndarray], phrase: str, clips: WordClips,
-                         noise, rirs, seed: int) -> EmbeddedSet:
-    """Each real example re-mixed ``REAL_WINDOWS_PER_EXAMPLE`` times (heavy augmentation)."""
+                         noise, rirs, seed: int, speed: float = 0.0) -> EmbeddedSet:
+    """Each real example re-mixed ``REAL_WINDOWS_PER_EXAMPLE`` times (heavy augmentation).
+
+    ``speed`` > 0: half of the copies are resampled by a random factor in [1 - speed,
+    1 + speed] (tempo and pitch together, as in pretraining), so ten recordings of one or two
+    speakers stand for a few more voices."""
     from .windows import Windows
 
     rng = np.random.default_rng([seed, 7])
@@ -155,7 +159,14 @@ def real_example_windows(backbone, examples: list[np.ndarray], phrase: str, clip
     for clip in examples:
         c = trim_silence(clip)
         for _ in range(REAL_WINDOWS_PER_EXAMPLE):
-            x, e, d = positive_window(rng, c, clips.speech, noise, rirs)
+            cc = c
+            if speed > 0 and rng.random() < 0.5:
+                import soxr
+
+                factor = rng.uniform(1 - speed, 1 + speed)
+                cc = soxr.resample(c, SAMPLE_RATE, SAMPLE_RATE * factor,
+                                   quality="LQ").astype(np.float32)
+            x, e, d = positive_window(rng, cc, clips.speech, noise, rirs)
             audio.append(x)
             end.append(e)
             dur.append(d)
