@@ -108,3 +108,35 @@ def test_synth_phrase_makes_kokoro_positives_apart(tmp_path: Path, monkeypatch) 
     calls.clear()
     assert aw.synth_phrase("x", tmp_path, engines=["piper"]) == [tmp_path / "manifest.jsonl"]
     assert calls == [(tmp_path, ["piper"], True, 12)]
+
+
+def test_real_examples_speed_perturbation_varies_the_word_length(monkeypatch) -> None:
+    """speed > 0 resamples about half of each example's copies (other durations than the
+    clip's own), keeps every copy labelled positive, and speed 0 keeps every duration."""
+    from polywake.train import add_word as aw
+    from polywake.train.mixing import NoiseBank
+
+    torch.manual_seed(0)
+    bb = Backbone(TINY).eval()
+    noise = NoiseBank.from_arrays([np.random.default_rng(1).standard_normal(32000)
+                                   .astype(np.float32) * 0.01])
+    clips = WordClips(positives={"jarvis": {"train": _tones(700)}})
+    captured: dict[float, list[int]] = {}
+    real_pw = aw.positive_window
+
+    def spy(rng, clip, speech, nb, rirs):
+        captured.setdefault(speed, []).append(clip.size)
+        return real_pw(rng, clip, speech, nb, rirs)
+
+    monkeypatch.setattr(aw, "positive_window", spy)
+    for speed in (0.0, 0.1):
+        data = aw.real_example_windows(bb, _tones(700, 1), "jarvis", clips, noise, None,
+                                       seed=0, speed=speed)
+        n = aw.REAL_WINDOWS_PER_EXAMPLE
+        assert data.emb.shape[0] == n
+        assert (data.labels == 1).any(axis=1).all()
+    base = aw.trim_silence(_tones(700, 1)[0]).size
+    assert set(captured[0.0]) == {base}
+    changed = sum(s != base for s in captured[0.1])
+    assert 0.3 * len(captured[0.1]) < changed < 0.7 * len(captured[0.1])
+    assert all(0.85 * base < s < 1.15 * base for s in captured[0.1])
