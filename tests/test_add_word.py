@@ -140,3 +140,26 @@ def test_real_examples_speed_perturbation_varies_the_word_length(monkeypatch) ->
     changed = sum(s != base for s in captured[0.1])
     assert 0.3 * len(captured[0.1]) < changed < 0.7 * len(captured[0.1])
     assert all(0.85 * base < s < 1.15 * base for s in captured[0.1])
+
+
+def test_real_examples_are_endpointed_in_a_noisy_take() -> None:
+    """Was bug 16: a take whose background is within 35 dB of the word was not trimmed, so
+    the word's end was labelled at the end of the recording. With the VAD the clip ends
+    with the speech; the energy trim (kept for clean TTS clips) keeps the noisy tail."""
+    from polywake.audio import load_audio
+    from polywake.train.add_word import _example_vad, endpoint_example
+    from polywake.train.mixing import trim_silence
+
+    vad = _example_vad()
+    if vad is None:
+        pytest.skip("Silero VAD (the runtime extra) is not installed")
+    demo = Path(__file__).parents[1] / "src/polywake/assets/examples/alexa_hey_samuel.flac"
+    word = load_audio(demo)[int(1.3 * 16000): int(2.02 * 16000)]  # "alexa" ends near 0.65 s
+    rng = np.random.default_rng(0)
+    tail = rng.standard_normal(16000).astype(np.float32) * np.abs(word).max() * 0.1
+    take = np.concatenate([word, tail])  # 1 s of room noise 20 dB under the word's peak
+    cut = endpoint_example(take, vad)
+    assert 0.5 * 16000 < cut.size < 0.9 * 16000
+    assert trim_silence(take).size > 1.5 * 16000  # the old path: the noise counted as word
+    quiet = np.zeros(16000, np.float32)
+    assert endpoint_example(quiet, vad).size == quiet.size  # no speech: left to the trim

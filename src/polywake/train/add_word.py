@@ -145,6 +145,28 @@ def add_word(model_in: Path, phrase: str, out: Path, *, examples: list[np.ndarra
     return ckpt, timings
 
 
+def _example_vad():
+    from ..vad import VoiceActivity
+
+    try:
+        return VoiceActivity("silero")
+    except RuntimeError:  # the runtime extra is not installed
+        return None
+
+
+def endpoint_example(clip: np.ndarray, vad=None, pad_s: float = 0.03) -> np.ndarray:
+    """A real example cut to its speech, so that the clip's end is the word's end (the label
+    the windows are built on). Silero VAD when installed; else the TTS clips' energy trim,
+    which cuts nothing in a noisy take (bug 16, docs/RELIABILITY.md)."""
+    from ..vad import speech_bounds
+
+    bounds = speech_bounds(clip, vad) if vad is not None else None
+    if bounds is None:
+        return trim_silence(clip)
+    pad = int(pad_s * SAMPLE_RATE)
+    return clip[max(0, bounds[0] - pad): min(clip.size, bounds[1] + pad)]
+
+
 def real_example_windows(backbone, examples: list[np.ndarray], phrase: str, clips: WordClips,
                          noise, rirs, seed: int, speed: float = 0.0) -> EmbeddedSet:
     """Each real example re-mixed ``REAL_WINDOWS_PER_EXAMPLE`` times (heavy augmentation).
@@ -156,8 +178,9 @@ def real_example_windows(backbone, examples: list[np.ndarray], phrase: str, clip
 
     rng = np.random.default_rng([seed, 7])
     audio, end, dur = [], [], []
+    vad = _example_vad()
     for clip in examples:
-        c = trim_silence(clip)
+        c = endpoint_example(clip, vad)
         for _ in range(REAL_WINDOWS_PER_EXAMPLE):
             cc = c
             if speed > 0 and rng.random() < 0.5:
