@@ -70,6 +70,9 @@ def main() -> None:
     ap.add_argument("--backbone-key-from", type=Path,
                     default=ROOT / "src/polywake/assets/backbone.safetensors")
     ap.add_argument("--ks", type=int, nargs="+", default=[0, 1, 3, 10])
+    ap.add_argument("--pad-real", type=float, default=0.0, metavar="S",
+                    help="append S s of quiet room to every real clip before streaming it (the "
+                    "Precise dev takes end right after the word; 0: the published protocol)")
     ap.add_argument("--real-speed", type=float, default=0.0,
                     help="speed-perturb half of the real examples' copies by up to this "
                     "fraction (add_word.real_example_windows)")
@@ -154,7 +157,8 @@ def main() -> None:
                 held_out = [f for i, f in enumerate(real_files) if i not in ex_idx]
                 ev = evaluate_real(heads, [word], {word: folder}, emb,
                                    {word: cal["threshold"]}, held_out_files={word: held_out},
-                                   background="dev" if a.dev_phrases else "eval")[0]
+                                   background="dev" if a.dev_phrases else "eval",
+                                   pad_real_s=a.pad_real)[0]
                 results.append({"word": word, "k": k, "draw": draw,
                                 "frr_at_0.5": ev.frr_at[0.5], "frr_at_1": ev.frr_at[1.0],
                                 "frr_at_dev_thr": ev.frr_at_dev_threshold,

@@ -5,6 +5,7 @@ causal state carried through each file), so the numbers are those of the streami
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -61,9 +62,23 @@ def embedder_for(model_path: Path, backbone_ref: Path | None = None):
     return backbone, heads, card, BackboneEmbedder(backbone, key)
 
 
-def cached_streams(embedder, files: list[Path], tag: str) -> list[tuple[str, np.ndarray]]:
+def _padded(audio: np.ndarray, pad_s: float, name: str) -> np.ndarray:
+    """``audio`` + ``pad_s`` s of quiet room (white noise at -60 dBFS, seeded by the name): a
+    recording cut right after the word would otherwise end before the detector has answered,
+    which live audio never does."""
+    if pad_s <= 0:
+        return audio
+    seed = int(hashlib.sha1(name.encode()).hexdigest()[:8], 16)
+    tail = np.random.default_rng(seed).standard_normal(int(pad_s * 16000)) * 10 ** (-60 / 20)
+    return np.concatenate([audio, tail.astype(np.float32)])
+
+
+def cached_streams(embedder, files: list[Path], tag: str,
+                   pad_s: float = 0.0) -> list[tuple[str, np.ndarray]]:
     from polywake.train.windows import STREAM_VERSION
 
+    if pad_s > 0:
+        tag = f"{tag}-pad{pad_s:g}"
     # The stream version is in the key: a change in how files are streamed never reads an
     # older cache.
     cache = CACHE / f"streams-{tag}-{embedder.key}-s{STREAM_VERSION}.npz"
@@ -75,7 +90,7 @@ def cached_streams(embedder, files: list[Path], tag: str) -> list[tuple[str, np.
 
     for f in tqdm(files, desc=f"embed {tag}", unit="file", mininterval=10):
         try:
-            out.append((str(f), embedder.stream(load_audio(f))))
+            out.append((str(f), embedder.stream(_padded(load_audio(f), pad_s, f.name))))
         except Exception as e:  # noqa: BLE001 - a damaged file is reported and skipped
             print(f"skip {f}: {e}")
     # A unique temp name: two benchmarks filling the same cache at once must not share one.
@@ -99,16 +114,18 @@ class WordEval:
 def evaluate_real(heads: WakeWordHeads, words: list[str], folders: dict[str, str], embedder,
                   thresholds: dict[str, float], extra_negative_folders: tuple[str, ...] = (),
                   held_out_files: dict[str, list[Path]] | None = None,
-                  background: str = "eval") -> list[WordEval]:
+                  background: str = "eval", pad_real_s: float = 0.0) -> list[WordEval]:
     """Positives: real clips of each word. Negatives: the ``background`` split's real
     background (eval; "dev" when the real phrases are a dev set for choosing a recipe) + the
     OTHER words' real clips (+ extra folders). FRR read off the DET curve at 0.1/0.5/1 FA/h,
-    and the honest operating point: the DEV-calibrated threshold's FRR and FA/h on this data."""
+    and the honest operating point: the DEV-calibrated threshold's FRR and FA/h on this data.
+    ``pad_real_s``: quiet room appended to every real clip (``_padded``)."""
     bg = cached_streams(embedder, splits.background_files(background), f"bg-{background}")
-    real = {w: cached_streams(embedder, splits.real_keyword_files(f), f"real-{f}")
+    real = {w: cached_streams(embedder, splits.real_keyword_files(f), f"real-{f}", pad_real_s)
             for w, f in folders.items()}
     extra = [s for f in extra_negative_folders
-             for s in cached_streams(embedder, splits.real_keyword_files(f), f"real-{f}")]
+             for s in cached_streams(embedder, splits.real_keyword_files(f), f"real-{f}",
+                                     pad_real_s)]
 
     def scores(streams):
         return [ScoreStream(n, detector_scores(heads, e[None])[0], 0.08) for n, e in streams]
