@@ -70,6 +70,9 @@ def main() -> None:
     ap.add_argument("--backbone-key-from", type=Path,
                     default=ROOT / "src/polywake/assets/backbone.safetensors")
     ap.add_argument("--ks", type=int, nargs="+", default=[0, 1, 3, 10])
+    ap.add_argument("--publish-curve", action="store_true",
+                    help="write the plot to docs/add_word_learning_curve.png (the published "
+                    "run) instead of OUT/curve.png")
     ap.add_argument("--pad-real", type=float, default=0.0, metavar="S",
                     help="append S s of quiet room to every real clip before streaming it (the "
                     "Precise dev takes end right after the word; 0: the published protocol)")
@@ -219,9 +222,9 @@ def summarize(results: list[dict], a) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    # Only the eval phrases' curve is the published one; any other run plots beside its results.
-    published = set(a.words) <= set(WORDS)
-    out = ROOT / "docs" / "add_word_learning_curve.png" if published else a.out / "curve.png"
+    # Each run plots beside its results; the published curve is written only when asked, so a
+    # partial or exploratory run never overwrites it.
+    out = ROOT / "docs" / "add_word_learning_curve.png" if a.publish_curve else a.out / "curve.png"
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
     print(f"\nlearning curve: {out}")
