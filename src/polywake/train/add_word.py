@@ -154,26 +154,19 @@ def _example_vad():
         return None
 
 
-def endpoint_example(clip: np.ndarray, vad=None, pad_s: float = 0.03,
-                     slack_s: float = 0.3) -> np.ndarray:
-    """A real example cut to its word, so that the clip's end is the word's end (the label
-    the windows are built on; bug 16, docs/RELIABILITY.md).
-
-    Each edge is the energy trim's (the TTS clips' ``sound_bounds``: exact in a quiet take,
-    weak fricatives kept) unless it lies more than ``slack_s`` outside the speech that Silero
-    VAD finds: in a noisy take the energy trim cuts nothing, and the VAD's edge is taken."""
+def endpoint_example(clip: np.ndarray, vad=None, pad_s: float = 0.03) -> np.ndarray:
+    """A real example cut to its speech, so that the clip's end is the word's end (the label
+    the windows are built on). Silero VAD when installed; else the TTS clips' energy trim,
+    which cuts nothing in a noisy take (bug 16, docs/RELIABILITY.md). A hybrid that kept the
+    energy trim's edges in quiet takes lost on the real dev phrases (docs/BENCHMARKS.md)."""
     from ..vad import speech_bounds
 
-    a, b = sound_bounds(clip, pad_s=pad_s)
     bounds = speech_bounds(clip, vad) if vad is not None else None
     if bounds is None:
+        a, b = sound_bounds(clip, pad_s=pad_s)
         return clip[a:b]
-    pad, slack = int(pad_s * SAMPLE_RATE), int(slack_s * SAMPLE_RATE)
-    if a < bounds[0] - slack:
-        a = max(0, bounds[0] - pad)
-    if b > bounds[1] + slack:
-        b = min(clip.size, bounds[1] + pad)
-    return clip[a:b]
+    pad = int(pad_s * SAMPLE_RATE)
+    return clip[max(0, bounds[0] - pad): min(clip.size, bounds[1] + pad)]
 
 
 def real_example_windows(backbone, examples: list[np.ndarray], phrase: str, clips: WordClips,
