@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from polywake.audio import atomic_open, load_audio
+from polywake.audio import SAMPLE_RATE, atomic_open, load_audio
 from polywake.data import splits
 from polywake.evaluate import ScoreStream, det_curve, frr_at_fa
 from polywake.models.heads import WakeWordHeads
@@ -69,7 +69,7 @@ def _padded(audio: np.ndarray, pad_s: float, name: str) -> np.ndarray:
     if pad_s <= 0:
         return audio
     seed = int(hashlib.sha1(name.encode()).hexdigest()[:8], 16)
-    tail = np.random.default_rng(seed).standard_normal(int(pad_s * 16000)) * 10 ** (-60 / 20)
+    tail = np.random.default_rng(seed).standard_normal(int(pad_s * SAMPLE_RATE)) * 10 ** (-60 / 20)
     return np.concatenate([audio, tail.astype(np.float32)])
 
 

@@ -84,34 +84,33 @@ def main() -> None:
         aligned = list(tqdm(ex.map(_align, jobs, chunksize=4), total=len(jobs),
                             desc="align", unit="utt", mininterval=5))
     n_failed = sum(not w for w in aligned)
-    tokens = []  # (utterance path, split, speaker, index, word, start, end)
+    tokens = []  # (utterance path, split, speaker, index, word, start, end, clip duration)
     for (path, _, split), words in zip(jobs, aligned, strict=True):
         spk = Path(path).parent.name
         for i, (w, s, e) in enumerate(words):
             dur = e - s + 2 * PAD_S
             if w in splits.EXCLUDED_FROM_PRETRAINING or not MIN_S <= dur <= MAX_S:
                 continue
-            tokens.append((path, split, spk, i, w, s, e))
+            tokens.append((path, split, spk, i, w, s, e, dur))
     count = Counter(t[4] for t in tokens if t[1] == "train")
     keep = {w for w, n in count.items() if n >= a.min_count}
     rows = []
-    audio_cache: dict[str, np.ndarray] = {}
-    for path, split, spk, i, w, s, e in tqdm(tokens, desc="cut", unit="word", mininterval=5):
+    loaded, x = "", np.zeros(0, np.float32)  # tokens come in utterance order: one in memory
+    for path, split, spk, i, w, s, e, dur in tqdm(tokens, desc="cut", unit="word",
+                                                  mininterval=5):
         if w not in keep:
             continue
         rel = f"{spk}/{Path(path).stem}_{i:03d}_{w.replace(chr(39), '')}.flac"
         out = a.out / rel
         if not out.exists():
-            if path not in audio_cache:
-                audio_cache.clear()  # utterances come in order: one in memory at a time
-                audio_cache[path] = load_audio(path)
-            x = audio_cache[path]
+            if path != loaded:
+                loaded, x = path, load_audio(path)
             lo = max(0, int((s - PAD_S) * SAMPLE_RATE))
             hi = min(x.size, int((e + PAD_S) * SAMPLE_RATE))
             write_audio(out, x[lo:hi])
         rows.append({"word": w, "text": w, "path": rel, "split": split,
                      "speaker": f"ls:{spk}", "engine": "librispeech",
-                     "kind": "pretrain-word-real", "duration": round(e - s + 2 * PAD_S, 3)})
+                     "kind": "pretrain-word-real", "duration": round(dur, 3)})
     a.out.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(a.out / "manifest.jsonl",
                        "".join(json.dumps(r) + "\n" for r in rows).encode())

@@ -28,7 +28,7 @@ from ..audio import SAMPLE_RATE, load_audio
 from ..data import splits
 from ..models.wakeword import load_checkpoint, save_checkpoint
 from .heads import EmbeddedSet, mine_hard_negatives, train_heads
-from .mixing import sound_bounds
+from .mixing import trim_silence
 from .wakewords import (
     CACHE,
     WordClips,
@@ -163,8 +163,7 @@ def endpoint_example(clip: np.ndarray, vad=None, pad_s: float = 0.03) -> np.ndar
 
     bounds = speech_bounds(clip, vad) if vad is not None else None
     if bounds is None:
-        a, b = sound_bounds(clip, pad_s=pad_s)
-        return clip[a:b]
+        return trim_silence(clip, pad_s=pad_s)
     pad = int(pad_s * SAMPLE_RATE)
     return clip[max(0, bounds[0] - pad): min(clip.size, bounds[1] + pad)]
 

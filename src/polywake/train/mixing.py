@@ -19,26 +19,21 @@ def window_samples(steps: int, frames_per_step: int = 8) -> int:
     return (steps * frames_per_step - 1) * HOP + WIN
 
 
-def sound_bounds(x: np.ndarray, rel_db: float = -35.0, pad_s: float = 0.03) -> tuple[int, int]:
-    """(start, end) samples of what is louder than ``rel_db`` under the loudest 10 ms frame,
-    ``pad_s`` wider; the whole clip when nothing stands out."""
+def trim_silence(x: np.ndarray, rel_db: float = -35.0, pad_s: float = 0.03) -> np.ndarray:
+    """Cut leading/trailing silence (TTS engines add some) so the word's end is known."""
+    if x.size == 0:
+        return x
     frame = 160
     n = x.size // frame
     if n == 0:
-        return 0, x.size
+        return x
     e = np.sqrt(np.mean(x[: n * frame].reshape(n, frame) ** 2, axis=1) + 1e-12)
     thresh = e.max() * 10 ** (rel_db / 20)
     idx = np.where(e > thresh)[0]
     if idx.size == 0:
-        return 0, x.size
+        return x
     pad = int(pad_s * SAMPLE_RATE)
-    return max(0, idx[0] * frame - pad), min(x.size, (idx[-1] + 1) * frame + pad)
-
-
-def trim_silence(x: np.ndarray, rel_db: float = -35.0, pad_s: float = 0.03) -> np.ndarray:
-    """Cut leading/trailing silence (TTS engines add some) so the word's end is known."""
-    a, b = sound_bounds(x, rel_db, pad_s)
-    return x[a:b]
+    return x[max(0, idx[0] * frame - pad): min(x.size, (idx[-1] + 1) * frame + pad)]
 
 
 @dataclass
