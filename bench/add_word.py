@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import dev_frr_at, markdown_table  # noqa: E402
 from polywake.audio import load_audio  # noqa: E402
 from polywake.data import splits  # noqa: E402
+from polywake.data.augment import TempoStretch  # noqa: E402
 from polywake.train.add_word import add_word, real_example_windows  # noqa: E402
 from polywake.train.heads import EmbeddedSet, mine_hard_negatives, train_heads  # noqa: E402
 from polywake.train.pretrain import noise_bank, rir_bank  # noqa: E402
@@ -79,6 +80,9 @@ def main() -> None:
     ap.add_argument("--real-speed", type=float, default=0.0,
                     help="speed-perturb half of the real examples' copies by up to this "
                     "fraction (add_word.real_example_windows)")
+    ap.add_argument("--tempo", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
+                    help="stretch every synthetic train clip (positives and negatives) by a "
+                    "factor log-uniform in [MIN, MAX] at constant pitch (augment.TempoStretch)")
     ap.add_argument("--hidden", type=int, default=8,
                     help="hidden units of the new head when --model is a backbone checkpoint "
                     "(no heads of its own); 8 as in the shipped default")
@@ -125,7 +129,8 @@ def main() -> None:
         clips = load_manifest_clips(a.synth, [word], max_per_word=a.per_word,
                                     max_neg=a.negatives, balance_engines=a.balance_engines)
         t0 = time.time()
-        tr = build_windows(clips, [word], "train", noise_tr, rirs, a.per_word, a.negatives, 0)
+        tr = build_windows(clips, [word], "train", noise_tr, rirs, a.per_word, a.negatives, 0,
+                           tempo=TempoStretch(*a.tempo) if a.tempo else None)
         synth_set = EmbeddedSet(emb.windows(tr.audio), window_labels(tr, 1), [word])
         synth_set = synth_set.concat(EmbeddedSet(bg, np.zeros(bg.shape[:2] + (1,), np.int8),
                                                  [word]))

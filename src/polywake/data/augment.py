@@ -13,6 +13,7 @@ Transforms: :class:`RoomReverb` (pyroomacoustics shoebox rooms, a bank of RIRs c
 .npz), :class:`RealNoise` (shared-data noise, Speech Commands ``_silence_``, and TRAIN-split
 background speech/music), :class:`ColoredNoise` (white/pink/brown), :class:`Gain`,
 :class:`SpeedPerturb` (resampling: tempo and pitch together, as Kaldi does),
+:class:`TempoStretch` (sox's WSOLA ``tempo``: slower or faster speech at the same pitch),
 :class:`PitchShift` (phase-vocoder stretch + resample: pitch only), :class:`BandLimit`
 (cheap-microphone band-pass), :class:`Clipping`, and :class:`PlaceInBackground` (put the clip
 at a random offset inside longer background audio; records ``offset_s`` so labels follow).
@@ -160,6 +161,48 @@ class SpeedPerturb(Transform):
         f = rng.uniform(self.lo, self.hi)
         self.params = {"factor": _r(f)}
         return soxr.resample(samples, SAMPLE_RATE * f, SAMPLE_RATE, quality="HQ")
+
+
+class TempoStretch(Transform):
+    """Slower or faster speech at the same pitch: the clip lasts ``factor`` times as long,
+    ``factor`` log-uniform in [min_factor, max_factor].
+
+    sox's ``tempo -s`` (WSOLA tuned for speech, what ESPnet's tempo perturbation runs) rather
+    than our phase vocoder (``_time_stretch``), whose smeared phases sound like a room: people
+    say a wake word slower than the TTS engines' default rates (docs/BENCHMARKS.md, "Slower
+    synthetic speech"), and the stretch must not add an artefact real takes never have."""
+
+    def __init__(self, min_factor: float = 0.95, max_factor: float = 1.45, p: float = 1.0) -> None:
+        super().__init__(p)
+        if not 0.25 <= min_factor <= max_factor <= 4.0:
+            raise ValueError(f"TempoStretch: need 0.25 <= min_factor <= max_factor <= 4, got "
+                             f"{min_factor}, {max_factor}")
+        self.lo, self.hi = min_factor, max_factor
+
+    def apply(self, samples, rng):
+        f = float(np.exp(rng.uniform(np.log(self.lo), np.log(self.hi))))
+        self.params = {"factor": _r(f)}
+        return tempo_stretch(samples, f)
+
+
+def tempo_stretch(samples: np.ndarray, factor: float) -> np.ndarray:
+    """``samples`` made ``factor`` times as long (pitch kept) by the sox binary's ``tempo``."""
+    import shutil
+    import subprocess
+
+    if abs(factor - 1.0) < 1e-3:
+        return np.asarray(samples, np.float32)
+    sox = shutil.which("sox")
+    if sox is None:
+        raise RuntimeError("tempo stretch needs the sox program (Debian package sox; "
+                           "`make install` installs it when run as root)")
+    raw = np.ascontiguousarray(samples, dtype="<f4").tobytes()
+    fmt = ["-t", "f32", "-r", str(SAMPLE_RATE), "-c", "1"]
+    p = subprocess.run([sox, "-q", *fmt, "-", "-t", "f32", "-", "tempo", "-s",
+                        f"{1.0 / factor:.5f}"], input=raw, capture_output=True)
+    if p.returncode != 0:
+        raise RuntimeError(f"sox tempo failed: {p.stderr.decode(errors='replace').strip()}")
+    return np.frombuffer(p.stdout, dtype="<f4").astype(np.float32)
 
 
 def _time_stretch(x: np.ndarray, rate: float, n_fft: int = 512, hop: int = 128) -> np.ndarray:

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from ..audio import SAMPLE_RATE, atomic_open, load_audio, remove_stale_temps
 from ..data import splits
+from ..data.augment import Transform
 from ..models.backbone import Backbone
 from ..models.heads import WakeWordHeads
 from ..models.wakeword import WakeWordModel, load_checkpoint, save_checkpoint, state_digest
@@ -174,8 +175,18 @@ def chop(streams: list[tuple[str, np.ndarray]], dim: int, steps: int = STEPS) ->
 
 
 def build_windows(clips: WordClips, words: list[str], split: str, noise: NoiseBank,
-                  rirs: np.ndarray | None, per_word: int, n_neg: int, seed: int) -> Windows:
+                  rirs: np.ndarray | None, per_word: int, n_neg: int, seed: int,
+                  tempo: Transform | None = None) -> Windows:
+    """Positive windows (``per_word`` per word) and confusable/sentence negatives.
+
+    ``tempo``: a transform applied to every clip, positive and negative alike, before it is
+    placed (``augment.TempoStretch``: slower synthetic speech; negatives too, so that slowness
+    is no cue for a wake word)."""
     rng = np.random.default_rng([seed, {"train": 0, "dev": 1, "test": 2}[split]])
+
+    def prep(clip: np.ndarray) -> np.ndarray:
+        return clip if tempo is None else tempo(clip, rng)
+
     audio, wid, end, dur = [], [], [], []
     speech = clips.speech if split == "train" else []
     for wi, w in enumerate(words):
@@ -183,7 +194,7 @@ def build_windows(clips: WordClips, words: list[str], split: str, noise: NoiseBa
         if not src:
             continue
         for k in range(per_word):
-            clip = src[k % len(src)]
+            clip = prep(src[k % len(src)])
             x, e, d = positive_window(rng, clip, speech, noise, rirs)
             audio.append(x)
             wid.append(wi)
@@ -191,7 +202,7 @@ def build_windows(clips: WordClips, words: list[str], split: str, noise: NoiseBa
             dur.append(d)
     negs = clips.negatives.get(split, [])
     for k in range(min(n_neg, 2 * len(negs))):
-        audio.append(negative_window(rng, negs[k % len(negs)], noise, rirs))
+        audio.append(negative_window(rng, prep(negs[k % len(negs)]), noise, rirs))
         wid.append(-1)
         end.append(-1)
         dur.append(0)
