@@ -32,7 +32,11 @@ from _common import dev_frr_at, markdown_table  # noqa: E402
 from polywake.audio import load_audio  # noqa: E402
 from polywake.data import splits  # noqa: E402
 from polywake.data.augment import TempoStretch  # noqa: E402
-from polywake.train.add_word import add_word, real_example_windows  # noqa: E402
+from polywake.train.add_word import (  # noqa: E402
+    add_word,
+    real_example_windows,
+    real_word_negative_windows,
+)
 from polywake.train.heads import EmbeddedSet, mine_hard_negatives, train_heads  # noqa: E402
 from polywake.train.pretrain import noise_bank, rir_bank  # noqa: E402
 from polywake.train.wakewords import (  # noqa: E402
@@ -83,6 +87,11 @@ def main() -> None:
     ap.add_argument("--tempo", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
                     help="stretch every synthetic train clip (positives and negatives) by a "
                     "factor log-uniform in [MIN, MAX] at constant pitch (augment.TempoStretch)")
+    ap.add_argument("--real-negatives", type=int, default=0, metavar="N",
+                    help="N negative windows of real isolated words (train speakers of "
+                    "../shared/data/real_words; add_word.real_word_negative_windows)")
+    ap.add_argument("--seed-offset", type=int, default=0,
+                    help="added to every training seed (a replicate run measures seed noise)")
     ap.add_argument("--hidden", type=int, default=8,
                     help="hidden units of the new head when --model is a backbone checkpoint "
                     "(no heads of its own); 8 as in the shipped default")
@@ -129,11 +138,15 @@ def main() -> None:
         clips = load_manifest_clips(a.synth, [word], max_per_word=a.per_word,
                                     max_neg=a.negatives, balance_engines=a.balance_engines)
         t0 = time.time()
-        tr = build_windows(clips, [word], "train", noise_tr, rirs, a.per_word, a.negatives, 0,
+        tr = build_windows(clips, [word], "train", noise_tr, rirs, a.per_word, a.negatives,
+                           a.seed_offset,
                            tempo=TempoStretch(*a.tempo) if a.tempo else None)
         synth_set = EmbeddedSet(emb.windows(tr.audio), window_labels(tr, 1), [word])
         synth_set = synth_set.concat(EmbeddedSet(bg, np.zeros(bg.shape[:2] + (1,), np.int8),
                                                  [word]))
+        if a.real_negatives:
+            synth_set = synth_set.concat(real_word_negative_windows(
+                backbone, word, a.real_negatives, noise_tr, rirs, a.seed_offset))
         dv = build_windows(clips, [word], "dev", noise_dev, rirs, 150, 0, 1)
         dv_emb = emb.windows(dv.audio)
         shared_s = time.time() - t0
@@ -151,10 +164,10 @@ def main() -> None:
                                                             noise_tr, rirs, draw,
                                                             speed=a.real_speed))
                 heads = copy.deepcopy(base_heads)
-                heads.add_word(word, seed=draw)
+                heads.add_word(word, seed=draw + a.seed_offset)
                 weights = None
                 for r in range(2):
-                    train_heads(heads, data, [word], steps=a.steps, seed=draw + r,
+                    train_heads(heads, data, [word], steps=a.steps, seed=draw + r + a.seed_offset,
                                 neg_weights=weights, progress=False)
                     if r == 0:
                         weights = mine_hard_negatives(heads, data, [word])

@@ -198,6 +198,32 @@ def real_example_windows(backbone, examples: list[np.ndarray], phrase: str, clip
     return EmbeddedSet(embed(backbone, w.audio, progress=False), window_labels(w, 1), [phrase])
 
 
+def real_word_negative_windows(backbone, phrase: str, n: int, noise, rirs, seed: int,
+                               split: str = "train") -> EmbeddedSet:
+    """``n`` negative windows, each one REAL isolated word (Speech Commands and Arabic Speech
+    Commands speakers of ``split``: ../shared/data/real_words) over real noise.
+
+    The phrase's positives are all synthetic; the real voices the head otherwise hears as
+    negatives are a few LibriSpeech speakers reading. Words that share a word with the phrase
+    are left out (a user may add "marvin")."""
+    from .pretrain import real_word_items
+    from .windows import STEPS, Windows, negative_window
+
+    phrase_words = set(phrase.split())
+    items = [it for it in real_word_items(split)
+             if not phrase_words & set(it[1].removeprefix("ar:").split())]
+    if not items or n <= 0:
+        return EmbeddedSet(np.zeros((0, STEPS, backbone.embed_dim), np.float16),
+                           np.zeros((0, STEPS, 1), np.int8), [phrase])
+    rng = np.random.default_rng([seed, 11])
+    pick = rng.choice(len(items), min(n, len(items)), replace=False)
+    audio = [negative_window(rng, trim_silence(load_audio(items[i][0])), noise, rirs)
+             for i in pick]
+    w = Windows(np.stack(audio), np.full(len(audio), -1), np.full(len(audio), -1),
+                np.zeros(len(audio), int))
+    return EmbeddedSet(embed(backbone, w.audio, progress=False), window_labels(w, 1), [phrase])
+
+
 def remove_word(model_in: Path, word: str, out: Path) -> Path:
     backbone, heads, card, _ = load_checkpoint(model_in)
     if heads is None or word not in heads.words:
