@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -163,3 +164,55 @@ def test_real_examples_are_endpointed_in_a_noisy_take() -> None:
     assert trim_silence(take).size > 1.5 * 16000  # the old path: the noise counted as word
     quiet = np.zeros(16000, np.float32)
     assert endpoint_example(quiet, vad).size == quiet.size  # no speech: left to the trim
+
+
+@pytest.mark.skipif(shutil.which("sox") is None, reason="the sox program is not installed")
+def test_build_windows_tempo_stretches_positives_and_negatives_alike() -> None:
+    """The tempo transform reaches every clip, so slowness is no cue for the word, and the
+    positive's label span follows the stretched length."""
+    from polywake.data.augment import TempoStretch
+    from polywake.train.mixing import NoiseBank
+
+    noise = NoiseBank.from_arrays([np.random.default_rng(1).standard_normal(32000)
+                                   .astype(np.float32) * 0.01])
+    clips = WordClips(positives={"jarvis": {"train": _tones(700, 2)}},
+                      negatives={"train": _tones(300, 2)})
+    plain = wakewords.build_windows(clips, ["jarvis"], "train", noise, None, 4, 4, 0)
+    slow = wakewords.build_windows(clips, ["jarvis"], "train", noise, None, 4, 4, 0,
+                                   tempo=TempoStretch(1.5, 1.5))
+    pos = plain.word == 0
+    assert np.allclose(slow.dur[pos], 1.5 * plain.dur[pos], rtol=0.02)
+    assert (slow.word == -1).sum() == (plain.word == -1).sum() == 4
+
+    def active(w: np.ndarray) -> int:  # samples well above the noise floor
+        return int((np.abs(w) > 0.3 * np.abs(w).max()).sum())
+
+    neg = plain.word == -1
+    ratio = np.mean([active(b) / active(a)
+                     for a, b in zip(plain.audio[neg], slow.audio[neg], strict=True)])
+    assert 1.35 < ratio < 1.65
+
+
+@requires_shared_data
+def test_real_word_negatives_are_negative_and_leave_out_the_phrase(monkeypatch) -> None:
+    from polywake.data import splits
+    from polywake.train import add_word as aw
+    from polywake.train.mixing import NoiseBank
+    from polywake.train.pretrain import real_word_items
+
+    torch.manual_seed(0)
+    bb = Backbone(TINY).eval()
+    noise = NoiseBank.from_arrays([np.zeros(32000, np.float32)])
+    data = aw.real_word_negative_windows(bb, "hey marvin", 6, noise, None, seed=0)
+    assert data.emb.shape[0] == 6 and data.words == ["hey marvin"]
+    assert (data.labels <= 0).all()
+    items = real_word_items("train")
+    assert any(w == "marvin" for _, w, _ in items)  # present in the set, so the test bites
+    seen: list[Path] = []
+    real_load = aw.load_audio
+    monkeypatch.setattr(aw, "load_audio", lambda p: seen.append(p) or real_load(p))
+    aw.real_word_negative_windows(bb, "marvin", 400, noise, None, seed=1)
+    word_of = {p: w for p, w, _ in items}
+    assert len(seen) == 400 and all(word_of[p] != "marvin" for p in seen)
+    sc = [p for p in seen if p.parent.parent.name == "speech_commands"]
+    assert sc and all(splits.speech_commands_split(p) == "train" for p in sc)

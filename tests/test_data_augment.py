@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -64,6 +65,27 @@ def test_gain_and_speed(clip, rng):
     assert _rms(g(clip, rng)) / _rms(clip) == pytest.approx(10 ** (6 / 20), rel=1e-3)
     s = A.SpeedPerturb(1.25, 1.25)
     assert len(s(clip, rng)) == pytest.approx(len(clip) / 1.25, abs=2)
+
+
+@pytest.mark.skipif(shutil.which("sox") is None, reason="the sox program is not installed")
+def test_tempo_stretch_changes_length_not_pitch(rng):
+    t = np.arange(16000) / 16000
+    tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    s = A.TempoStretch(1.4, 1.4)
+    y = s(tone, rng)
+    assert s.params == {"name": "TempoStretch", "factor": 1.4}
+    assert len(y) == pytest.approx(1.4 * len(tone), rel=0.01)
+    peak_hz = np.argmax(np.abs(np.fft.rfft(y))) * 16000 / len(y)
+    assert abs(peak_hz - 440) < 5  # resampling (SpeedPerturb) would give 314 Hz
+    assert len(A.TempoStretch(0.8, 0.8)(tone, rng)) == pytest.approx(0.8 * len(tone), rel=0.01)
+
+
+def test_tempo_stretch_without_sox_says_so(rng, monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(RuntimeError, match="sox"):
+        A.TempoStretch(1.2, 1.3)(np.ones(1600, np.float32) * 0.1, rng)
+    with pytest.raises(ValueError):
+        A.TempoStretch(1.5, 1.2)
 
 
 def test_pitch_shift_keeps_length(clip, rng):
