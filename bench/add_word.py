@@ -92,6 +92,10 @@ def main() -> None:
                     "../shared/data/real_words; add_word.real_word_negative_windows)")
     ap.add_argument("--seed-offset", type=int, default=0,
                     help="added to every training seed (a replicate run measures seed noise)")
+    ap.add_argument("--synth-seed-per-draw", action="store_true",
+                    help="each draw builds its own synthetic windows (seed + draw), k = 0 "
+                    "included, so the spread covers the synthetic data's randomness as well as "
+                    "the examples drawn; draw d of every k shares its windows (paired)")
     ap.add_argument("--hidden", type=int, default=8,
                     help="hidden units of the new head when --model is a backbone checkpoint "
                     "(no heads of its own); 8 as in the shipped default")
@@ -138,27 +142,27 @@ def main() -> None:
         clips = load_manifest_clips(a.synth, [word], max_per_word=a.per_word,
                                     max_neg=a.negatives, balance_engines=a.balance_engines)
         t0 = time.time()
-        tr = build_windows(clips, [word], "train", noise_tr, rirs, a.per_word, a.negatives,
-                           a.seed_offset,
-                           tempo=TempoStretch(*a.tempo) if a.tempo else None)
-        synth_set = EmbeddedSet(emb.windows(tr.audio), window_labels(tr, 1), [word])
-        synth_set = synth_set.concat(EmbeddedSet(bg, np.zeros(bg.shape[:2] + (1,), np.int8),
-                                                 [word]))
-        if a.real_negatives:
-            synth_set = synth_set.concat(real_word_negative_windows(
-                backbone, word, a.real_negatives, noise_tr, rirs, a.seed_offset))
+        synth_sets: dict[int, EmbeddedSet] = {}
+
+        def synth_set_for(seed: int, word=word, clips=clips, cache=synth_sets) -> EmbeddedSet:
+            if seed not in cache:
+                cache[seed] = synth_windows(a, word, clips, emb, backbone, bg, noise_tr, rirs,
+                                            seed)
+            return cache[seed]
+
+        synth_set_for(a.seed_offset)
         dv = build_windows(clips, [word], "dev", noise_dev, rirs, 150, 0, 1)
         dv_emb = emb.windows(dv.audio)
         shared_s = time.time() - t0
         real_files = splits.real_keyword_files(folder)
         real_audio = {str(f): load_audio(f) for f in real_files}
         for k in a.ks:
-            for draw in range(a.draws if k else 1):
+            for draw in range(a.draws if k or a.synth_seed_per_draw else 1):
                 t1 = time.time()
                 rng = np.random.default_rng([draw, k, len(word)])
                 ex_idx = set(rng.choice(len(real_files), k, replace=False).tolist()) if k else set()
                 examples = [real_audio[str(real_files[i])] for i in sorted(ex_idx)]
-                data = synth_set
+                data = synth_set_for(a.seed_offset + (draw if a.synth_seed_per_draw else 0))
                 if examples:
                     data = data.concat(real_example_windows(backbone, examples, word, clips,
                                                             noise_tr, rirs, draw,
@@ -180,7 +184,9 @@ def main() -> None:
                                    {word: cal["threshold"]}, held_out_files={word: held_out},
                                    background="dev" if a.dev_phrases else "eval",
                                    pad_real_s=a.pad_real)[0]
-                results.append({"word": word, "k": k, "draw": draw,
+                results.append({"word": word, "k": k, "draw": draw, "seed_offset": a.seed_offset,
+                                "synth_seed": a.seed_offset + (draw if a.synth_seed_per_draw
+                                                               else 0),
                                 "frr_at_0.5": ev.frr_at[0.5], "frr_at_1": ev.frr_at[1.0],
                                 "frr_at_dev_thr": ev.frr_at_dev_threshold,
                                 # DEV (TTS dev voices, dev background): the number a choice
@@ -193,6 +199,19 @@ def main() -> None:
                 print(json.dumps(results[-1]), flush=True)
         (a.out / "results.json").write_text(json.dumps(results, indent=1))
     summarize(results, a)
+
+
+def synth_windows(a, word: str, clips, emb, backbone, bg: np.ndarray, noise, rirs,
+                  seed: int) -> EmbeddedSet:
+    """The word's synthetic train windows + the train background, embedded, for one seed."""
+    tr = build_windows(clips, [word], "train", noise, rirs, a.per_word, a.negatives, seed,
+                       tempo=TempoStretch(*a.tempo) if a.tempo else None)
+    s = EmbeddedSet(emb.windows(tr.audio), window_labels(tr, 1), [word])
+    s = s.concat(EmbeddedSet(bg, np.zeros(bg.shape[:2] + (1,), np.int8), [word]))
+    if a.real_negatives:
+        s = s.concat(real_word_negative_windows(backbone, word, a.real_negatives, noise, rirs,
+                                                seed))
+    return s
 
 
 def summarize(results: list[dict], a) -> None:
