@@ -168,9 +168,10 @@ class TempoStretch(Transform):
     ``factor`` log-uniform in [min_factor, max_factor].
 
     sox's ``tempo -s`` (WSOLA tuned for speech, what ESPnet's tempo perturbation runs) rather
-    than our phase vocoder (``_time_stretch``), whose smeared phases sound like a room: people
-    say a wake word slower than the TTS engines' default rates (docs/BENCHMARKS.md, "Slower
-    synthetic speech"), and the stretch must not add an artefact real takes never have."""
+    than our phase vocoder (``_time_stretch``), whose smeared phases sound like a room. People
+    say a wake word slower than the TTS engines' default rates, but slowing the synthetic
+    clips made added words worse on real dev voices (docs/BENCHMARKS.md, "Slower synthetic
+    speech"), so no recipe uses it by default."""
 
     def __init__(self, min_factor: float = 0.95, max_factor: float = 1.45, p: float = 1.0) -> None:
         super().__init__(p)

@@ -205,7 +205,8 @@ def real_word_negative_windows(backbone, phrase: str, n: int, noise, rirs, seed:
 
     The phrase's positives are all synthetic; the real voices the head otherwise hears as
     negatives are a few LibriSpeech speakers reading. Words that share a word with the phrase
-    are left out (a user may add "marvin")."""
+    are left out (a user may add "marvin"). Measured on the real dev phrases, not better
+    (docs/BENCHMARKS.md): ``add_word`` does not use it; ``bench/add_word.py --real-negatives``."""
     from .pretrain import real_word_items
     from .windows import STEPS, Windows, negative_window
 
