@@ -32,11 +32,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import multiprocessing
 import random
 import subprocess
 import sys
 import time
-import multiprocessing
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

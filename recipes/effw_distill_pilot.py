@@ -1,0 +1,285 @@
+"""Pilot (information only): distil EfficientWord-Net's word embedding into polywake's small
+streaming backbone, and test the student as a few-shot matcher.
+
+    python recipes/effw_distill_pilot.py label              # teacher vectors, ~6 min on 2 cores
+    python recipes/effw_distill_pilot.py train --minutes 25
+    python recipes/effw_distill_pilot.py eval --model shipped|student [--dev]
+
+Why: on the add-word protocol EfficientWord-Net (a ResNet-50 trained on real speech) matches
+k = 10 examples at 5 % FRR @0.5 FA/h where polywake's trained heads reach 60 % and template
+matching on polywake's own backbone ~90 % (docs/BENCHMARKS.md): the gap is the embedding. The
+question this pilot asks is whether a 400k-parameter causal backbone can learn that embedding
+from the real speech at hand (LibriSpeech train speakers, Speech Commands and Arabic Speech
+Commands train speakers; none of the benchmark phrases), with the teacher's 2,048-d vector of
+each 1.5 s window as the target of the student's step at the window's end (through a linear
+projection, cosine loss).
+
+``eval`` matches like the teacher: every 80 ms step of a file scores its best cosine
+similarity to the examples' vectors (the steps 0-320 ms after each VAD-endpointed example's
+end), with the add-word draws of bench/add_word.py, false accepts on the eval background
+(``--dev``: the real dev phrases and the dev background). Nothing here is shipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+import numpy as np  # noqa: E402
+
+from _common import WORK  # noqa: E402
+
+OUT = WORK / "effw_distill"
+SR = 16000
+TEACHER_N = int(1.5 * SR)
+STUDENT_N = int(2.0 * SR)  # 0.5 s of context before the teacher's window
+
+
+def build_windows(seed: int = 0, copies: int = 1, libri_hop_s: float = 0.5,
+                  synth: Path | None = None) -> np.ndarray:
+    """int16 (n, 2 s) windows of train speech; the teacher hears the last 1.5 s. Real isolated
+    words ``copies`` times (other offsets and noise), LibriSpeech train speakers every
+    ``libri_hop_s``, and the train split of a synthetic word manifest if given."""
+    from polywake.audio import load_audio
+    from polywake.data import splits
+    from polywake.train.pretrain import noise_bank, real_word_items
+
+    rng = np.random.default_rng(seed)
+    noise = noise_bank("train", 10)
+    out = []
+
+    def noisy(x: np.ndarray, p: float) -> np.ndarray:
+        if rng.random() < p:
+            n = noise.slice(rng, x.size)
+            g = np.sqrt((x ** 2).mean() + 1e-10) / (np.sqrt((n ** 2).mean()) + 1e-6)
+            x = x + n * g * 10 ** (-rng.uniform(5, 20) / 20)
+        return x
+
+    def placed(c: np.ndarray) -> np.ndarray:
+        c = c[:TEACHER_N]
+        w = (rng.standard_normal(STUDENT_N) * 10 ** (-60 / 20)).astype(np.float32)
+        off = STUDENT_N - TEACHER_N + int(rng.integers(0, TEACHER_N - c.size + 1))
+        w[off:off + c.size] += c
+        return noisy(w, 0.5)
+
+    for f, _, _ in real_word_items("train"):
+        c = load_audio(f)
+        out += [placed(c) for _ in range(copies)]
+    if synth is not None:
+        from polywake.train.pretrain import synth_items
+
+        for f, _, _ in synth_items(synth, "train"):
+            out.append(placed(load_audio(f)))
+    for f in splits.background_files("train"):
+        if "librispeech" not in f.parts:
+            continue
+        x = load_audio(f)
+        for s in range(0, x.size - STUDENT_N, int(libri_hop_s * SR)):
+            out.append(noisy(x[s:s + STUDENT_N].copy(), 0.3))
+    w = np.stack(out)
+    return (np.clip(w, -1, 1) * 32767).astype(np.int16)
+
+
+def _teacher_chunk(job: tuple[str, int, int]) -> np.ndarray:
+    import fewshot_peer as fp
+
+    path, a, b = job
+    if fp._MODEL is None:
+        fp._init_worker()
+    w = np.load(path, mmap_mode="r")[a:b, -TEACHER_N:].astype(np.float32) / 32767
+    # The engine asserts a 1.5 s input; its vectors are unit length.
+    return np.stack([fp._MODEL.audioToVector(x)[0] for x in w]).astype(np.float16)
+
+
+def label(a) -> None:
+    from tqdm import tqdm
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    wpath = OUT / "windows.npy"
+    if not wpath.exists():
+        np.save(wpath, build_windows(copies=a.copies, libri_hop_s=a.libri_hop, synth=a.synth))
+    n = np.load(wpath, mmap_mode="r").shape[0]
+    jobs = [(str(wpath), a, min(n, a + 500)) for a in range(0, n, 500)]
+    ctx = multiprocessing.get_context("spawn")
+    t0 = time.time()
+    with ctx.Pool(2) as pool:
+        vecs = list(tqdm(pool.imap(_teacher_chunk, jobs), total=len(jobs), desc="teacher",
+                         mininterval=10))
+    np.save(OUT / "teacher.npy", np.concatenate(vecs))
+    print(f"{n} windows labelled in {time.time() - t0:.0f} s")
+
+
+def train(a) -> None:
+    import torch
+    import torch.nn.functional as F
+    from safetensors.torch import save_file
+    from tqdm import tqdm
+
+    from polywake.features import logmel_torch
+    from polywake.models.wakeword import load_checkpoint
+
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    w = np.load(OUT / "windows.npy", mmap_mode="r")
+    t = torch.from_numpy(np.load(OUT / "teacher.npy").astype(np.float32))
+    n = t.shape[0]
+    perm = np.random.default_rng(0).permutation(n)
+    dev, tr = perm[: n // 20], perm[n // 20:]
+    student = load_checkpoint(ROOT / "src/polywake/assets/backbone.safetensors")[0]
+    proj = torch.nn.Linear(student.embed_dim, t.shape[1])
+    params = list(student.parameters()) + list(proj.parameters())
+    opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=1e-2)
+
+    def loss_of(idx: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(w[np.sort(idx)].astype(np.float32) / 32767)
+        e = proj(student(logmel_torch(x))[:, -1])
+        return (1 - F.cosine_similarity(e, t[np.sort(idx)], dim=-1)).mean()
+
+    def dev_loss() -> float:
+        student.eval()
+        with torch.no_grad():
+            v = float(np.mean([float(loss_of(dev[i:i + 256])) for i in range(0, dev.size, 256)]))
+        student.train()
+        return v
+
+    rng = np.random.default_rng(1)
+    t0, step, hist = time.time(), 0, [{"step": 0, "dev": dev_loss()}]
+    print(hist[-1])
+    bar = tqdm(desc="distil", unit="step", mininterval=10)
+    total = a.steps
+    while step < total and time.time() - t0 < a.minutes * 60:
+        lr = a.lr * 0.5 * (1 + np.cos(np.pi * min(1.0, (time.time() - t0) / (a.minutes * 60))))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        loss = loss_of(rng.choice(tr, a.batch, replace=False))
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 5.0)
+        opt.step()
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{float(loss):.4f}", refresh=False)
+        if step % 200 == 0:
+            hist.append({"step": step, "dev": dev_loss(), "train": float(loss)})
+            tqdm.write(json.dumps(hist[-1]))
+    hist.append({"step": step, "dev": dev_loss(), "minutes": (time.time() - t0) / 60})
+    print(hist[-1])
+    sd = {f"backbone.{k}": v.contiguous() for k, v in student.state_dict().items()}
+    sd.update({f"proj.{k}": v.contiguous() for k, v in proj.state_dict().items()})
+    save_file(sd, str(OUT / "student.safetensors"))
+    (OUT / "history.json").write_text(json.dumps(hist, indent=1))
+
+
+class Matcher:
+    """A backbone (+ projection) as a per-step embedder, unit-normalised."""
+
+    def __init__(self, which: str) -> None:
+        import torch
+        from safetensors.torch import load_file
+
+        from polywake.models.wakeword import load_checkpoint
+
+        self.backbone = load_checkpoint(ROOT / "src/polywake/assets/backbone.safetensors")[0]
+        self.proj = None
+        self.key = which
+        if which == "student":
+            sd = load_file(str(OUT / "student.safetensors"))
+            self.backbone.load_state_dict({k[9:]: v for k, v in sd.items()
+                                           if k.startswith("backbone.")})
+            self.proj = torch.nn.Linear(self.backbone.embed_dim, sd["proj.weight"].shape[0])
+            self.proj.load_state_dict({k[5:]: v for k, v in sd.items() if k.startswith("proj.")})
+            self.key = f"student-{(OUT / 'student.safetensors').stat().st_mtime_ns}"
+        self.backbone.eval()
+
+    def stream(self, audio: np.ndarray) -> np.ndarray:
+        import torch
+
+        from polywake.train.windows import embed_stream
+
+        e = embed_stream(self.backbone, audio)
+        if self.proj is not None:
+            with torch.no_grad():
+                e = self.proj(torch.from_numpy(e.astype(np.float32))).numpy()
+        return (e / (np.linalg.norm(e, axis=-1, keepdims=True) + 1e-9)).astype(np.float32)
+
+
+def evaluate(a) -> None:
+    from tqdm import tqdm
+
+    from polywake.audio import load_audio
+    from polywake.data import splits
+    from polywake.evaluate import ScoreStream, det_curve, frr_at_fa
+    from polywake.train.add_word import _example_vad, endpoint_example
+    from wakeword_eval import _padded
+
+    m = Matcher(a.model)
+    phrases = ({w: splits.REAL_OTHER_PHRASES[w] for w in ("athena", "amelia", "hey savant")}
+               if a.dev else dict(splits.REAL_EVAL_PHRASES))
+    bg = [(str(f), m.stream(load_audio(f))) for f in
+          tqdm(splits.background_files("dev" if a.dev else "eval"), desc="background",
+               mininterval=10)]
+    vad = _example_vad()
+    rows = {}
+    for word, folder in phrases.items():
+        files = splits.real_keyword_files(folder)
+        audio = {str(f): load_audio(f) for f in files}
+        pos = {f: m.stream(_padded(x, 0.5, Path(f).name)) for f, x in audio.items()}
+        for k in a.ks:
+            frr = []
+            for draw in range(a.draws):
+                rng = np.random.default_rng([draw, k, len(word)])
+                ex = set(rng.choice(len(files), k, replace=False).tolist())
+                tm = []
+                for i in sorted(ex):
+                    c = endpoint_example(audio[str(files[i])], vad)
+                    e = m.stream(_padded(c, 0.5, "ref"))
+                    end = c.size / SR
+                    tm.append(e[[j for j in range(len(e)) if end <= (j + 1) * 0.08 <= end + 0.32]])
+                tm = np.concatenate(tm)
+                held = [str(f) for i, f in enumerate(files) if i not in ex]
+                p = [float((pos[f] @ tm.T).max()) for f in held]
+                negs = [ScoreStream(n, (e @ tm.T).max(1), 0.08) for n, e in bg]
+                frr.append(frr_at_fa(det_curve(p, negs, refractory_s=1.0), a.fa)[0])
+            rows[(word, k)] = frr
+            print(f"{a.model} {word} k={k}: FRR @{a.fa:g} FA/h {100 * np.mean(frr):.1f} % "
+                  f"± {100 * np.std(frr):.1f}", flush=True)
+    for k in a.ks:
+        print(f"{a.model} mean k={k}: "
+              f"{100 * np.mean([np.mean(v) for (w, kk), v in rows.items() if kk == k]):.1f} %")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    lb = sub.add_parser("label")
+    lb.add_argument("--copies", type=int, default=1)
+    lb.add_argument("--libri-hop", type=float, default=0.5)
+    lb.add_argument("--synth", type=Path, default=None,
+                    help="a synthetic word manifest (recipes/pretrain_words.py) as more material")
+    t = sub.add_parser("train")
+    t.add_argument("--minutes", type=float, default=25)
+    t.add_argument("--steps", type=int, default=100000)
+    t.add_argument("--batch", type=int, default=64)
+    t.add_argument("--lr", type=float, default=2e-3)
+    e = sub.add_parser("eval")
+    e.add_argument("--model", choices=["shipped", "student"], default="student")
+    e.add_argument("--dev", action="store_true")
+    e.add_argument("--ks", type=int, nargs="+", default=[3, 10])
+    e.add_argument("--draws", type=int, default=5)
+    e.add_argument("--fa", type=float, default=0.5)
+    ap.add_argument("--tag", default="", help="a run's own folder under work_data/effw_distill")
+    a = ap.parse_args()
+    global OUT
+    OUT = OUT / a.tag if a.tag else OUT
+    {"label": label, "train": train, "eval": evaluate}[a.cmd](a)
+
+
+if __name__ == "__main__":
+    main()
