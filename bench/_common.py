@@ -138,6 +138,16 @@ def markdown_table(header: list[str], rows: list[list[object]]) -> str:
     return "\n".join(lines)
 
 
+def example_draw(n_clips: int, k: int, draw: int, word: str) -> set[int]:
+    """Indices of the ``k`` real clips (of ``n_clips``) that draw ``draw`` gives a phrase as its
+    enrollment examples. Every bench that adds a word from examples draws through here, so
+    their tables are paired: the same examples, FRR on the same remaining clips."""
+    if not k:
+        return set()
+    rng = np.random.default_rng([draw, k, len(word)])
+    return set(rng.choice(n_clips, k, replace=False).tolist())
+
+
 def dev_frr_at(entry: dict, fa: float) -> float:
     """FRR on the dev voices at ``fa`` FA/h, from a card's (calibration entry's) operating
     points."""

@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _common import dev_frr_at, markdown_table  # noqa: E402
+from _common import dev_frr_at, example_draw, markdown_table  # noqa: E402
 from polywake.audio import load_audio  # noqa: E402
 from polywake.data import splits  # noqa: E402
 from polywake.data.augment import TempoStretch  # noqa: E402
@@ -159,8 +159,7 @@ def main() -> None:
         for k in a.ks:
             for draw in range(a.draws if k or a.synth_seed_per_draw else 1):
                 t1 = time.time()
-                rng = np.random.default_rng([draw, k, len(word)])
-                ex_idx = set(rng.choice(len(real_files), k, replace=False).tolist()) if k else set()
+                ex_idx = example_draw(len(real_files), k, draw, word)
                 examples = [real_audio[str(real_files[i])] for i in sorted(ex_idx)]
                 data = synth_set_for(a.seed_offset + (draw if a.synth_seed_per_draw else 0))
                 if examples:

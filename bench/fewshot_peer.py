@@ -6,7 +6,7 @@ the add-word protocol of bench/add_word.py:
 
     nice -n 5 .venv/bin/python bench/fewshot_peer.py [--ks 1 3 10] [--draws 5] [--workers 2]
 
-* the same draws of k real clips per phrase (``default_rng([draw, k, len(word)])``) as the
+* the same draws of k real clips per phrase (``_common.example_draw``) as the
   add-word table, so the two are paired; FRR on the phrase's remaining real clips, false
   accepts on the eval background (LibriSpeech eval speakers + music), refractory 1 s, the same
   ``polywake.evaluate`` code;
@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402 - _common set the one-thread environment first
 
-from _common import WORK, file_key, markdown_table  # noqa: E402
+from _common import WORK, example_draw, file_key, markdown_table  # noqa: E402
 
 PACKAGE = "efficientword-net==1.0.5"
 PKG_DIR = WORK / "effw_pkg"
@@ -101,8 +101,6 @@ def embed_file(job: tuple[str, float, float]) -> str:
     if out.exists():
         return str(out)
     from polywake.audio import atomic_open, load_audio
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from wakeword_eval import _padded
 
     audio = _padded(load_audio(path), pad_s, Path(path).name)
@@ -192,8 +190,7 @@ def main() -> None:
         audio = {str(f): load_audio(f) for f in files}
         for k in a.ks:
             for draw in range(a.draws):
-                rng = np.random.default_rng([draw, k, len(word)])
-                ex_idx = set(rng.choice(len(files), k, replace=False).tolist())
+                ex_idx = example_draw(len(files), k, draw, word)
                 refs = reference_vectors(model, [audio[str(files[i])] for i in sorted(ex_idx)],
                                          seed=draw)
                 held = [str(f) for i, f in enumerate(files) if i not in ex_idx]

@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import numpy as np  # noqa: E402
 
-from _common import WORK  # noqa: E402
+from _common import WORK, example_draw  # noqa: E402
 
 OUT = WORK / "effw_distill"
 SR = 16000
@@ -138,9 +138,10 @@ def train(a) -> None:
     opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=1e-2)
 
     def loss_of(idx: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(w[np.sort(idx)].astype(np.float32) / 32767)
+        idx = np.sort(idx)  # sorted reads from the memory-mapped windows
+        x = torch.from_numpy(w[idx].astype(np.float32) / 32767)
         e = proj(student(logmel_torch(x))[:, -1])
-        return (1 - F.cosine_similarity(e, t[np.sort(idx)], dim=-1)).mean()
+        return (1 - F.cosine_similarity(e, t[idx], dim=-1)).mean()
 
     def dev_loss() -> float:
         student.eval()
@@ -188,14 +189,12 @@ class Matcher:
 
         self.backbone = load_checkpoint(ROOT / "src/polywake/assets/backbone.safetensors")[0]
         self.proj = None
-        self.key = which
         if which == "student":
             sd = load_file(str(OUT / "student.safetensors"))
             self.backbone.load_state_dict({k[9:]: v for k, v in sd.items()
                                            if k.startswith("backbone.")})
             self.proj = torch.nn.Linear(self.backbone.embed_dim, sd["proj.weight"].shape[0])
             self.proj.load_state_dict({k[5:]: v for k, v in sd.items() if k.startswith("proj.")})
-            self.key = f"student-{(OUT / 'student.safetensors').stat().st_mtime_ns}"
         self.backbone.eval()
 
     def stream(self, audio: np.ndarray) -> np.ndarray:
@@ -213,6 +212,7 @@ class Matcher:
 def evaluate(a) -> None:
     from tqdm import tqdm
 
+    from add_word import DEV_WORDS, WORDS
     from polywake.audio import load_audio
     from polywake.data import splits
     from polywake.evaluate import ScoreStream, det_curve, frr_at_fa
@@ -220,8 +220,7 @@ def evaluate(a) -> None:
     from wakeword_eval import _padded
 
     m = Matcher(a.model)
-    phrases = ({w: splits.REAL_OTHER_PHRASES[w] for w in ("athena", "amelia", "hey savant")}
-               if a.dev else dict(splits.REAL_EVAL_PHRASES))
+    phrases = DEV_WORDS if a.dev else WORDS
     bg = [(str(f), m.stream(load_audio(f))) for f in
           tqdm(splits.background_files("dev" if a.dev else "eval"), desc="background",
                mininterval=10)]
@@ -234,8 +233,7 @@ def evaluate(a) -> None:
         for k in a.ks:
             frr = []
             for draw in range(a.draws):
-                rng = np.random.default_rng([draw, k, len(word)])
-                ex = set(rng.choice(len(files), k, replace=False).tolist())
+                ex = example_draw(len(files), k, draw, word)
                 tm = []
                 for i in sorted(ex):
                     c = endpoint_example(audio[str(files[i])], vad)
