@@ -43,10 +43,11 @@ STUDENT_N = int(2.0 * SR)  # 0.5 s of context before the teacher's window
 
 
 def build_windows(seed: int = 0, copies: int = 1, libri_hop_s: float = 0.5,
-                  synth: Path | None = None) -> np.ndarray:
+                  synth: Path | None = None, hold_out: bool = False) -> np.ndarray:
     """int16 (n, 2 s) windows of train speech; the teacher hears the last 1.5 s. Real isolated
     words ``copies`` times (other offsets and noise), LibriSpeech train speakers every
-    ``libri_hop_s``, and the train split of a synthetic word manifest if given."""
+    ``libri_hop_s``, and the train split of a synthetic word manifest if given. ``hold_out``
+    leaves out every clip of ``splits.MATCHER_DEV_WORDS`` (the matcher dev set)."""
     from polywake.audio import load_audio
     from polywake.data import splits
     from polywake.train.pretrain import noise_bank, real_word_items
@@ -69,13 +70,17 @@ def build_windows(seed: int = 0, copies: int = 1, libri_hop_s: float = 0.5,
         w[off:off + c.size] += c
         return noisy(w, 0.5)
 
-    for f, _, _ in real_word_items("train"):
+    for f, word, _ in real_word_items("train"):
+        if hold_out and splits.is_matcher_dev_word(word):
+            continue
         c = load_audio(f)
         out += [placed(c) for _ in range(copies)]
     if synth is not None:
         from polywake.train.pretrain import synth_items
 
-        for f, _, _ in synth_items(synth, "train"):
+        for f, word, _ in synth_items(synth, "train"):
+            if hold_out and splits.is_matcher_dev_word(word):
+                continue
             out.append(placed(load_audio(f)))
     for f in splits.background_files("train"):
         if "librispeech" not in f.parts:
@@ -85,6 +90,13 @@ def build_windows(seed: int = 0, copies: int = 1, libri_hop_s: float = 0.5,
             out.append(noisy(x[s:s + STUDENT_N].copy(), 0.3))
     w = np.stack(out)
     return (np.clip(w, -1, 1) * 32767).astype(np.int16)
+
+
+def _save_npy(path: Path, x: np.ndarray) -> None:
+    """Atomic: a killed run leaves no truncated array for the next one to trust."""
+    tmp = path.with_name(path.stem + ".part.npy")
+    np.save(tmp, x)
+    tmp.replace(path)
 
 
 def _teacher_chunk(job: tuple[str, int, int]) -> np.ndarray:
@@ -104,7 +116,8 @@ def label(a) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     wpath = OUT / "windows.npy"
     if not wpath.exists():
-        np.save(wpath, build_windows(copies=a.copies, libri_hop_s=a.libri_hop, synth=a.synth))
+        _save_npy(wpath, build_windows(copies=a.copies, libri_hop_s=a.libri_hop, synth=a.synth,
+                                       hold_out=a.hold_out_dev_words))
     n = np.load(wpath, mmap_mode="r").shape[0]
     jobs = [(str(wpath), a, min(n, a + 500)) for a in range(0, n, 500)]
     ctx = multiprocessing.get_context("spawn")
@@ -112,18 +125,24 @@ def label(a) -> None:
     with ctx.Pool(2) as pool:
         vecs = list(tqdm(pool.imap(_teacher_chunk, jobs), total=len(jobs), desc="teacher",
                          mininterval=10))
-    np.save(OUT / "teacher.npy", np.concatenate(vecs))
+    _save_npy(OUT / "teacher.npy", np.concatenate(vecs))
     print(f"{n} windows labelled in {time.time() - t0:.0f} s")
 
 
 def train(a) -> None:
+    """Distil; resumable: re-running the same command continues from ``ckpt.safetensors``
+    (saved atomically every ``--save-every`` steps and when ``--minutes`` runs out). Batches
+    are a pure function of the step and the schedule of ``--steps``, so a resumed run equals
+    an uninterrupted one. (Pilots 1 and 2 ran a wall-clock schedule without checkpoints.)"""
     import torch
     import torch.nn.functional as F
-    from safetensors.torch import save_file
+    from safetensors.torch import save
     from tqdm import tqdm
 
+    from polywake.audio import atomic_write_bytes
     from polywake.features import logmel_torch
     from polywake.models.wakeword import load_checkpoint
+    from polywake.train.checkpoint import load_training_state, save_training_state
 
     torch.set_num_threads(2)
     torch.manual_seed(0)
@@ -136,6 +155,8 @@ def train(a) -> None:
     proj = torch.nn.Linear(student.embed_dim, t.shape[1])
     params = list(student.parameters()) + list(proj.parameters())
     opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=1e-2)
+    modules = {"backbone": student, "proj": proj}
+    ckpt = OUT / "ckpt.safetensors"
 
     def loss_of(idx: np.ndarray) -> torch.Tensor:
         idx = np.sort(idx)  # sorted reads from the memory-mapped windows
@@ -150,16 +171,21 @@ def train(a) -> None:
         student.train()
         return v
 
-    rng = np.random.default_rng(1)
-    t0, step, hist = time.time(), 0, [{"step": 0, "dev": dev_loss()}]
-    print(hist[-1])
-    bar = tqdm(desc="distil", unit="step", mininterval=10)
-    total = a.steps
-    while step < total and time.time() - t0 < a.minutes * 60:
-        lr = a.lr * 0.5 * (1 + np.cos(np.pi * min(1.0, (time.time() - t0) / (a.minutes * 60))))
+    if ckpt.exists():
+        step, extra = load_training_state(ckpt, modules, opt)
+        hist = extra["hist"]
+        print(f"resumed at step {step}")
+    else:
+        step, hist = 0, [{"step": 0, "dev": dev_loss()}]
+        print(hist[-1])
+    t0 = time.time()
+    bar = tqdm(desc="distil", unit="step", initial=step, total=a.steps, mininterval=10)
+    while step < a.steps and time.time() - t0 < a.minutes * 60:
+        lr = a.lr * 0.5 * (1 + np.cos(np.pi * step / a.steps))
         for g in opt.param_groups:
             g["lr"] = lr
-        loss = loss_of(rng.choice(tr, a.batch, replace=False))
+        batch = np.random.default_rng([1, step]).choice(tr, a.batch, replace=False)
+        loss = loss_of(batch)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 5.0)
@@ -167,15 +193,22 @@ def train(a) -> None:
         step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{float(loss):.4f}", refresh=False)
-        if step % 200 == 0:
+        if step % a.eval_every == 0:
             hist.append({"step": step, "dev": dev_loss(), "train": float(loss)})
             tqdm.write(json.dumps(hist[-1]))
-    hist.append({"step": step, "dev": dev_loss(), "minutes": (time.time() - t0) / 60})
+        if step % a.save_every == 0:
+            save_training_state(ckpt, modules, opt, step, {"hist": hist})
+    bar.close()
+    save_training_state(ckpt, modules, opt, step, {"hist": hist})
+    if step < a.steps:
+        print(f"stopped at step {step} of {a.steps} ({a.minutes} min); re-run to resume")
+        return
+    hist.append({"step": step, "dev": dev_loss()})
     print(hist[-1])
     sd = {f"backbone.{k}": v.contiguous() for k, v in student.state_dict().items()}
     sd.update({f"proj.{k}": v.contiguous() for k, v in proj.state_dict().items()})
-    save_file(sd, str(OUT / "student.safetensors"))
-    (OUT / "history.json").write_text(json.dumps(hist, indent=1))
+    atomic_write_bytes(OUT / "student.safetensors", save(sd))
+    atomic_write_bytes(OUT / "history.json", json.dumps(hist, indent=1).encode())
 
 
 class Matcher:
@@ -209,6 +242,20 @@ class Matcher:
         return (e / (np.linalg.norm(e, axis=-1, keepdims=True) + 1e-9)).astype(np.float32)
 
 
+def _templates(m: Matcher, clips: list[np.ndarray], vad) -> np.ndarray:
+    """The examples' vectors: the steps 0-320 ms after each VAD-endpointed example's end."""
+    from polywake.train.add_word import endpoint_example
+    from wakeword_eval import _padded
+
+    tm = []
+    for x in clips:
+        c = endpoint_example(x, vad)
+        e = m.stream(_padded(c, 0.5, "ref"))
+        end = c.size / SR
+        tm.append(e[[j for j in range(len(e)) if end <= (j + 1) * 0.08 <= end + 0.32]])
+    return np.concatenate(tm)
+
+
 def evaluate(a) -> None:
     from tqdm import tqdm
 
@@ -216,41 +263,60 @@ def evaluate(a) -> None:
     from polywake.audio import load_audio
     from polywake.data import splits
     from polywake.evaluate import ScoreStream, det_curve, frr_at_fa
-    from polywake.train.add_word import _example_vad, endpoint_example
+    from polywake.train.add_word import _example_vad
     from wakeword_eval import _padded
 
     m = Matcher(a.model)
-    phrases = DEV_WORDS if a.dev else WORDS
+    split = "eval" if a.set == "phrases" else "dev"
+    if a.set == "matcher-dev":
+        items = splits.matcher_dev_files()
+    else:
+        items = {w: [(f, "") for f in splits.real_keyword_files(folder)]
+                 for w, folder in (DEV_WORDS if a.set == "dev-phrases" else WORDS).items()}
     bg = [(str(f), m.stream(load_audio(f))) for f in
-          tqdm(splits.background_files("dev" if a.dev else "eval"), desc="background",
-               mininterval=10)]
+          tqdm(splits.background_files(split), desc="background", mininterval=10)]
     vad = _example_vad()
-    rows = {}
-    for word, folder in phrases.items():
-        files = splits.real_keyword_files(folder)
-        audio = {str(f): load_audio(f) for f in files}
-        pos = {f: m.stream(_padded(x, 0.5, Path(f).name)) for f, x in audio.items()}
+    audio = {w: [load_audio(f) for f, _ in v] for w, v in items.items()}
+    pos = {w: [m.stream(_padded(x, 0.5, Path(f).name))
+               for x, (f, _) in zip(audio[w], items[w], strict=True)]
+           for w in tqdm(items, desc="clips", mininterval=10)}
+    rows: dict[str, list[float]] = {}
+    for word, its in items.items():
+        # matcher-dev: the other dev words' clips are negatives too (1 s each, in the FA/h)
+        others = [] if a.set != "matcher-dev" else [
+            (str(f), e) for w2 in items if w2 != word
+            for (f, _), e in zip(items[w2], pos[w2], strict=True)]
         for k in a.ks:
-            frr = []
+            frr: dict[float, list[float]] = {fa: [] for fa in a.fa}
             for draw in range(a.draws):
-                ex = example_draw(len(files), k, draw, word)
-                tm = []
-                for i in sorted(ex):
-                    c = endpoint_example(audio[str(files[i])], vad)
-                    e = m.stream(_padded(c, 0.5, "ref"))
-                    end = c.size / SR
-                    tm.append(e[[j for j in range(len(e)) if end <= (j + 1) * 0.08 <= end + 0.32]])
-                tm = np.concatenate(tm)
-                held = [str(f) for i, f in enumerate(files) if i not in ex]
-                p = [float((pos[f] @ tm.T).max()) for f in held]
-                negs = [ScoreStream(n, (e @ tm.T).max(1), 0.08) for n, e in bg]
-                frr.append(frr_at_fa(det_curve(p, negs, refractory_s=1.0), a.fa)[0])
-            rows[(word, k)] = frr
-            print(f"{a.model} {word} k={k}: FRR @{a.fa:g} FA/h {100 * np.mean(frr):.1f} % "
-                  f"± {100 * np.std(frr):.1f}", flush=True)
+                ex = example_draw(len(its), k, draw, word)
+                tm = _templates(m, [audio[word][i] for i in sorted(ex)], vad)
+                # a speaker among the examples is not scored (Arabic speakers repeat a word 10x)
+                spk = {its[i][1] for i in ex} - {""}
+                held = [i for i in range(len(its)) if i not in ex and its[i][1] not in spk]
+                p = [float((pos[word][i] @ tm.T).max()) for i in held]
+                negs = [ScoreStream(n, (e @ tm.T).max(1), 0.08) for n, e in bg + others]
+                curve = det_curve(p, negs, refractory_s=1.0)
+                for fa in a.fa:
+                    frr[fa].append(frr_at_fa(curve, fa)[0])
+            for fa in a.fa:
+                rows[f"{word}|{k}|{fa:g}"] = frr[fa]
+                print(f"{a.model} {word} k={k}: FRR @{fa:g} FA/h {100 * np.mean(frr[fa]):.1f} % "
+                      f"± {100 * np.std(frr[fa]):.1f} ({len(held)} clips scored)", flush=True)
+    summary = {}
     for k in a.ks:
-        print(f"{a.model} mean k={k}: "
-              f"{100 * np.mean([np.mean(v) for (w, kk), v in rows.items() if kk == k]):.1f} %")
+        for fa in a.fa:
+            per_draw = np.mean([[v[d] for key, v in rows.items() if key.endswith(f"|{k}|{fa:g}")]
+                                for d in range(a.draws)], axis=1)
+            se = float(per_draw.std(ddof=1) / np.sqrt(a.draws)) if a.draws > 1 else 0.0
+            summary[f"{k}|{fa:g}"] = {"mean": float(per_draw.mean()), "se": se,
+                                      "per_draw": per_draw.tolist()}
+            print(f"{a.model} {a.set} mean k={k} @{fa:g} FA/h: {100 * per_draw.mean():.1f} % "
+                  f"(SE over draws {100 * se:.1f})")
+    from polywake.audio import atomic_write_bytes
+
+    atomic_write_bytes(OUT / f"eval_{a.set}_{a.model}.json", json.dumps(
+        {"rows": rows, "summary": summary, "fa": a.fa, "draws": a.draws}, indent=1).encode())
 
 
 def main() -> None:
@@ -259,19 +325,26 @@ def main() -> None:
     lb = sub.add_parser("label")
     lb.add_argument("--copies", type=int, default=1)
     lb.add_argument("--libri-hop", type=float, default=0.5)
+    lb.add_argument("--hold-out-dev-words", action="store_true",
+                    help="leave splits.MATCHER_DEV_WORDS out of the material (pilot 3 on)")
     lb.add_argument("--synth", type=Path, default=None,
                     help="a synthetic word manifest (recipes/pretrain_words.py) as more material")
     t = sub.add_parser("train")
-    t.add_argument("--minutes", type=float, default=25)
-    t.add_argument("--steps", type=int, default=100000)
+    t.add_argument("--minutes", type=float, default=25, help="this invocation's budget")
+    t.add_argument("--steps", type=int, default=36000, help="the cosine schedule's length")
+    t.add_argument("--save-every", type=int, default=500)
+    t.add_argument("--eval-every", type=int, default=1000)
     t.add_argument("--batch", type=int, default=64)
     t.add_argument("--lr", type=float, default=2e-3)
     e = sub.add_parser("eval")
     e.add_argument("--model", choices=["shipped", "student"], default="student")
-    e.add_argument("--dev", action="store_true")
+    e.add_argument("--set", choices=["phrases", "dev-phrases", "matcher-dev"], default="phrases",
+                   help="phrases: the eval phrases on the eval background; dev-phrases: athena, "
+                        "amelia, hey savant on the dev background; matcher-dev: the real words "
+                        "held out of the distillation material (splits.MATCHER_DEV_WORDS)")
     e.add_argument("--ks", type=int, nargs="+", default=[3, 10])
     e.add_argument("--draws", type=int, default=5)
-    e.add_argument("--fa", type=float, default=0.5)
+    e.add_argument("--fa", type=float, nargs="+", default=[0.5, 1.0])
     ap.add_argument("--tag", default="", help="a run's own folder under work_data/effw_distill")
     a = ap.parse_args()
     global OUT
