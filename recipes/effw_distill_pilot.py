@@ -1,9 +1,11 @@
 """Pilot (information only): distil EfficientWord-Net's word embedding into polywake's small
 streaming backbone, and test the student as a few-shot matcher.
 
-    python recipes/effw_distill_pilot.py label              # teacher vectors, ~6 min on 2 cores
-    python recipes/effw_distill_pilot.py train --minutes 25
-    python recipes/effw_distill_pilot.py eval --model shipped|student [--dev]
+    python recipes/effw_distill_pilot.py --tag p3 label --copies 2 --libri-hop 0.25 \
+        --synth work_data/pretrain_words16/manifest.jsonl --hold-out-dev-words   # ~8 min
+    python recipes/effw_distill_pilot.py --tag p3 train --steps 36000 --minutes 75  # resumable
+    python recipes/effw_distill_pilot.py --tag p3 eval --model shipped|student \
+        --set matcher-dev|dev-phrases|phrases
 
 Why: on the add-word protocol EfficientWord-Net (a ResNet-50 trained on real speech) matches
 k = 10 examples at 5 % FRR @0.5 FA/h where polywake's trained heads reach 60 % and template
@@ -16,8 +18,11 @@ projection, cosine loss).
 
 ``eval`` matches like the teacher: every 80 ms step of a file scores its best cosine
 similarity to the examples' vectors (the steps 0-320 ms after each VAD-endpointed example's
-end), with the add-word draws of bench/add_word.py, false accepts on the eval background
-(``--dev``: the real dev phrases and the dev background). Nothing here is shipped.
+end), with the add-word draws of bench/add_word.py. ``--set phrases``: the eval phrases, false
+accepts on the eval background; ``dev-phrases``: athena, amelia, hey savant on the dev
+background; ``matcher-dev``: the real words held out of the material
+(``splits.MATCHER_DEV_WORDS``), the dev background and the other held-out words' clips as
+negatives. Choices are made on the dev sets only. Nothing here is shipped.
 """
 
 from __future__ import annotations
