@@ -48,7 +48,7 @@ STUDENT_N = int(2.0 * SR)  # 0.5 s of context before the teacher's window
 
 
 def build_windows(seed: int = 0, copies: int = 1, libri_hop_s: float = 0.5,
-                  synth: Path | None = None, hold_out: bool = False) -> np.ndarray:
+                  synth: list[Path] | None = None, hold_out: bool = False) -> np.ndarray:
     """int16 (n, 2 s) windows of train speech; the teacher hears the last 1.5 s. Real isolated
     words ``copies`` times (other offsets and noise), LibriSpeech train speakers every
     ``libri_hop_s``, and the train split of a synthetic word manifest if given. ``hold_out``
@@ -80,13 +80,12 @@ def build_windows(seed: int = 0, copies: int = 1, libri_hop_s: float = 0.5,
             continue
         c = load_audio(f)
         out += [placed(c) for _ in range(copies)]
-    if synth is not None:
-        from polywake.train.pretrain import synth_items
+    from polywake.train.pretrain import synth_items
 
-        for f, word, _ in synth_items(synth, "train"):
-            if hold_out and splits.is_matcher_dev_word(word):
-                continue
-            out.append(placed(load_audio(f)))
+    for f, word, _ in [it for m in synth or [] for it in synth_items(m, "train")]:
+        if hold_out and any(splits.is_matcher_dev_word(t) for t in word.split()):
+            continue  # a two-word phrase holding a dev word is held out too
+        out.append(placed(load_audio(f)))
     for f in splits.background_files("train"):
         if "librispeech" not in f.parts:
             continue
@@ -332,8 +331,8 @@ def main() -> None:
     lb.add_argument("--libri-hop", type=float, default=0.5)
     lb.add_argument("--hold-out-dev-words", action="store_true",
                     help="leave splits.MATCHER_DEV_WORDS out of the material (pilot 3 on)")
-    lb.add_argument("--synth", type=Path, default=None,
-                    help="a synthetic word manifest (recipes/pretrain_words.py) as more material")
+    lb.add_argument("--synth", type=Path, nargs="*", default=None,
+                    help="synthetic word manifests (recipes/pretrain_words.py) as more material")
     t = sub.add_parser("train")
     t.add_argument("--minutes", type=float, default=25, help="this invocation's budget")
     t.add_argument("--steps", type=int, default=36000, help="the cosine schedule's length")

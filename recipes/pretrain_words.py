@@ -69,12 +69,23 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("work_data/pretrain_words"))
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--skip-words-of", type=Path, default=None,
+                    help="leave out the words of this manifest (a second, disjoint vocabulary)")
+    ap.add_argument("--pairs", type=int, default=0,
+                    help="also N random two-word phrases of the vocabulary (phrase-like material)")
     ap.add_argument("--manifest-only", action="store_true",
                     help="write the manifest of the clips already made (after a stopped run)")
     a = ap.parse_args()
     vocab = pretrain_vocabulary()
     rng = np.random.default_rng(a.seed)
+    if a.skip_words_of is not None:
+        with open(a.skip_words_of) as fh:
+            seen = {json.loads(line)["word"] for line in fh if line.strip()}
+        vocab = [w for w in vocab if w not in seen]
     words = sorted(rng.choice(vocab, min(a.words, len(vocab)), replace=False).tolist())
+    if a.pairs:
+        full = pretrain_vocabulary()
+        words += sorted({" ".join(rng.choice(full, 2, replace=False)) for _ in range(a.pairs)})
     jobs = plan(words, a.per_word, a.seed)
     a.out.mkdir(parents=True, exist_ok=True)
     done = []
