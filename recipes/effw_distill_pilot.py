@@ -182,6 +182,7 @@ def train(a) -> None:
     else:
         step, hist = 0, [{"step": 0, "dev": dev_loss()}]
         print(hist[-1])
+    student.train()  # load_checkpoint returns eval mode; only dev_loss() used to switch it
     t0 = time.time()
     bar = tqdm(desc="distil", unit="step", initial=step, total=a.steps, mininterval=10)
     while step < a.steps and time.time() - t0 < a.minutes * 60:
@@ -189,6 +190,7 @@ def train(a) -> None:
         for g in opt.param_groups:
             g["lr"] = lr
         batch = np.random.default_rng([1, step]).choice(tr, a.batch, replace=False)
+        torch.manual_seed(1_000_003 + step)  # dropout masks too, so a resumed run is exact
         loss = loss_of(batch)
         opt.zero_grad()
         loss.backward()
