@@ -59,7 +59,11 @@ def build_windows(seed: int = 0, copies: int = 1, libri_hop_s: float = 0.5,
 
     rng = np.random.default_rng(seed)
     noise = noise_bank("train", 10)
-    out = []
+    out: list[np.ndarray] = []
+
+    def pcm(x: np.ndarray) -> np.ndarray:
+        # int16 as each window is made: 57k float32 windows and their stack ran out of 24 GB
+        return (np.clip(x, -1, 1) * 32767).astype(np.int16)
 
     def noisy(x: np.ndarray, p: float) -> np.ndarray:
         if rng.random() < p:
@@ -79,21 +83,20 @@ def build_windows(seed: int = 0, copies: int = 1, libri_hop_s: float = 0.5,
         if hold_out and splits.is_matcher_dev_word(word):
             continue
         c = load_audio(f)
-        out += [placed(c) for _ in range(copies)]
+        out += [pcm(placed(c)) for _ in range(copies)]
     from polywake.train.pretrain import synth_items
 
     for f, word, _ in [it for m in synth or [] for it in synth_items(m, "train")]:
         if hold_out and any(splits.is_matcher_dev_word(t) for t in word.split()):
             continue  # a two-word phrase holding a dev word is held out too
-        out.append(placed(load_audio(f)))
+        out.append(pcm(placed(load_audio(f))))
     for f in splits.background_files("train"):
         if "librispeech" not in f.parts:
             continue
         x = load_audio(f)
         for s in range(0, x.size - STUDENT_N, int(libri_hop_s * SR)):
-            out.append(noisy(x[s:s + STUDENT_N].copy(), 0.3))
-    w = np.stack(out)
-    return (np.clip(w, -1, 1) * 32767).astype(np.int16)
+            out.append(pcm(noisy(x[s:s + STUDENT_N].copy(), 0.3)))
+    return np.stack(out)
 
 
 def _save_npy(path: Path, x: np.ndarray) -> None:
