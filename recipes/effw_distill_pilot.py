@@ -62,7 +62,7 @@ def build_windows(seed: int = 0, copies: int = 1, libri_hop_s: float = 0.5,
     out: list[np.ndarray] = []
 
     def pcm(x: np.ndarray) -> np.ndarray:
-        # int16 as each window is made: 57k float32 windows and their stack ran out of 24 GB
+        # int16 as each window is made: 56.5k float32 windows and their stack ran out of 24 GB
         return (np.clip(x, -1, 1) * 32767).astype(np.int16)
 
     def noisy(x: np.ndarray, p: float) -> np.ndarray:
