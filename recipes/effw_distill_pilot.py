@@ -55,7 +55,7 @@ def build_windows(seed: int = 0, copies: int = 1, libri_hop_s: float = 0.5,
     leaves out every clip of ``splits.MATCHER_DEV_WORDS`` (the matcher dev set)."""
     from polywake.audio import load_audio
     from polywake.data import splits
-    from polywake.train.pretrain import noise_bank, real_word_items
+    from polywake.train.pretrain import noise_bank, real_word_items, synth_items
 
     rng = np.random.default_rng(seed)
     noise = noise_bank("train", 10)
@@ -84,8 +84,6 @@ def build_windows(seed: int = 0, copies: int = 1, libri_hop_s: float = 0.5,
             continue
         c = load_audio(f)
         out += [pcm(placed(c)) for _ in range(copies)]
-    from polywake.train.pretrain import synth_items
-
     for f, word, _ in [it for m in synth or [] for it in synth_items(m, "train")]:
         if hold_out and any(splits.is_matcher_dev_word(t) for t in word.split()):
             continue  # a two-word phrase holding a dev word is held out too
@@ -101,9 +99,10 @@ def build_windows(seed: int = 0, copies: int = 1, libri_hop_s: float = 0.5,
 
 def _save_npy(path: Path, x: np.ndarray) -> None:
     """Atomic: a killed run leaves no truncated array for the next one to trust."""
-    tmp = path.with_name(path.stem + ".part.npy")
-    np.save(tmp, x)
-    tmp.replace(path)
+    from polywake.audio import atomic_open
+
+    with atomic_open(path) as fh:
+        np.save(fh, x)
 
 
 def _teacher_chunk(job: tuple[str, int, int]) -> np.ndarray:
@@ -278,7 +277,9 @@ def evaluate(a) -> None:
     m = Matcher(a.model)
     split = "eval" if a.set == "phrases" else "dev"
     if a.set == "matcher-dev":
-        items = splits.matcher_dev_files()
+        from polywake.train.pretrain import matcher_dev_files
+
+        items = matcher_dev_files()
     else:
         items = {w: [(f, "") for f in splits.real_keyword_files(folder)]
                  for w, folder in (DEV_WORDS if a.set == "dev-phrases" else WORDS).items()}

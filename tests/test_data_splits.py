@@ -16,9 +16,9 @@ def test_matcher_dev_word_names() -> None:
 
 @requires_shared_data
 def test_matcher_dev_files_avoid_eval_speakers_and_material() -> None:
-    from polywake.train.pretrain import real_word_items
+    from polywake.train.pretrain import matcher_dev_files, real_word_items
 
-    dev = splits.matcher_dev_files()
+    dev = matcher_dev_files()
     assert set(dev) == set(splits.MATCHER_DEV_WORDS["sc"]) | {
         "ar:" + w for w in splits.MATCHER_DEV_WORDS["ar"]}
     eval_speakers = {s for _, _, s in real_word_items("eval")}

@@ -68,35 +68,6 @@ MATCHER_DEV_WORDS = {
 }
 
 
-def matcher_dev_files() -> dict[str, list[tuple[Path, str]]]:
-    """Word -> [(clip, speaker)] of the matcher dev words (see ``MATCHER_DEV_WORDS``)."""
-    import csv
-
-    root = shared_data_dir() / "real_words"
-    out: dict[str, list[tuple[Path, str]]] = {}
-    for w in MATCHER_DEV_WORDS["sc"]:
-        out[w] = [(f, "sc:" + speech_commands_speaker(f))
-                  for f in sorted((root / "speech_commands" / w).glob("*.opus"))
-                  if speech_commands_split(f) != "eval"]
-    ar = root / "arabic_speech_commands"
-    for w in MATCHER_DEV_WORDS["ar"]:
-        out["ar:" + w] = []
-    for name in ("train.csv", "val.csv"):
-        if not (ar / name).exists():
-            continue
-        with open(ar / name) as fh:
-            for row in csv.reader(fh):
-                if len(row) < 2 or row[1].strip() not in MATCHER_DEV_WORDS["ar"]:
-                    continue
-                rel = Path(row[0].strip())
-                f = ar / rel.parent.name / (rel.stem + ".opus")
-                if f.exists():
-                    out["ar:" + row[1].strip()].append((f, "ar:" + f.name[:8]))
-    for v in out.values():
-        v.sort()
-    return {w: v for w, v in out.items() if v}
-
-
 def is_matcher_dev_word(word: str) -> bool:
     """``word`` as real_word_items / synthetic manifests name it ("left", "ar:cancel")."""
     if word.startswith("ar:"):

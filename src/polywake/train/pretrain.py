@@ -110,6 +110,16 @@ def real_word_items(split: str) -> list[tuple[Path, str, str]]:
     return items
 
 
+def matcher_dev_files() -> dict[str, list[tuple[Path, str]]]:
+    """Word -> sorted [(clip, speaker)] of ``splits.MATCHER_DEV_WORDS``: their train and dev
+    speakers' clips (the real words no distillation material may hold; eval speakers stay eval)."""
+    out: dict[str, list[tuple[Path, str]]] = {}
+    for f, word, speaker in real_word_items("train") + real_word_items("dev"):
+        if splits.is_matcher_dev_word(word):
+            out.setdefault(word, []).append((f, speaker))
+    return {w: sorted(v) for w, v in out.items()}
+
+
 def synth_items(manifest: Path, split: str) -> list[tuple[Path, str, str]]:
     out = []
     with open(manifest) as fh:
