@@ -6,6 +6,8 @@ streaming backbone, and test the student as a few-shot matcher.
     python recipes/effw_distill_pilot.py --tag p3 train --steps 36000 --minutes 75  # resumable
     python recipes/effw_distill_pilot.py --tag p3 eval --model shipped|student \
         --set matcher-dev|dev-phrases|phrases
+    python recipes/effw_distill_pilot.py --tag p4 export-matcher \
+        --out src/polywake/assets/matcher.safetensors     # the shipped matcher base
 
 Why: on the add-word protocol EfficientWord-Net (a ResNet-50 trained on real speech) matches
 k = 10 examples at 5 % FRR @0.5 FA/h where polywake's trained heads reach 60 % and template
@@ -329,6 +331,46 @@ def evaluate(a) -> None:
         {"rows": rows, "summary": summary, "fa": a.fa, "draws": a.draws}, indent=1).encode())
 
 
+def export_matcher(a) -> None:
+    """The student as the product's matcher base (``polywake add-word --method matcher``): its
+    backbone and the metric of its projection (models/matcher.py), plus a default threshold
+    for installs without the dev background: the median over the matcher dev words (k = 10,
+    draw 0) of the threshold at 0.5 FA/h on the dev background, as add-word calibrates it."""
+    import torch
+    from safetensors.torch import load_file
+
+    from polywake.audio import load_audio
+    from polywake.models.matcher import TemplateMatcher
+    from polywake.models.wakeword import load_checkpoint, save_matcher_base, state_digest
+    from polywake.train.add_word import _example_vad, calibrate_matched, example_templates
+    from polywake.train.pretrain import matcher_dev_files
+    from polywake.train.wakewords import background_streams
+
+    torch.set_num_threads(2)
+    sd = load_file(str(OUT / "student.safetensors"))
+    backbone = load_checkpoint(ROOT / "src/polywake/assets/backbone.safetensors")[0]
+    backbone.load_state_dict({k[9:]: v for k, v in sd.items() if k.startswith("backbone.")})
+    backbone.eval()
+    base = TemplateMatcher.from_projection(backbone, sd["proj.weight"], sd["proj.bias"])
+    dev = background_streams(backbone, "dev", state_digest(backbone))
+    vad, thr = _example_vad(), {}
+    for word, its in matcher_dev_files().items():
+        ex = example_draw(len(its), 10, 0, word)
+        per = example_templates(backbone, [load_audio(its[i][0]) for i in sorted(ex)], vad)
+        m = TemplateMatcher(backbone, base.gram, base.lin, base.const)
+        m.add_word(word, torch.from_numpy(np.concatenate(per)))
+        thr[word] = calibrate_matched(m, word, per, dev, 0.5, 0.0)["threshold"]
+        print(f"{word}: threshold {thr[word]:.3f}")
+    card = {"default_threshold": float(np.median(list(thr.values()))),
+            "default_threshold_per_dev_word": thr,
+            "recipe": f"recipes/effw_distill_pilot.py --tag {a.tag} (label, train, "
+                      "export-matcher); docs/MODELS.md",
+            "teacher": "EfficientWord-Net 1.0.5 (Apache-2.0)"}
+    out = save_matcher_base(a.out, base, card)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB); default threshold "
+          f"{card['default_threshold']:.3f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -355,11 +397,14 @@ def main() -> None:
     e.add_argument("--ks", type=int, nargs="+", default=[3, 10])
     e.add_argument("--draws", type=int, default=5)
     e.add_argument("--fa", type=float, nargs="+", default=[0.5, 1.0])
+    x = sub.add_parser("export-matcher")
+    x.add_argument("--out", type=Path, default=ROOT / "src/polywake/assets/matcher.safetensors")
     ap.add_argument("--tag", default="", help="a run's own folder under work_data/effw_distill")
     a = ap.parse_args()
     global OUT
     OUT = OUT / a.tag if a.tag else OUT
-    {"label": label, "train": train, "eval": evaluate}[a.cmd](a)
+    {"label": label, "train": train, "eval": evaluate,
+     "export-matcher": export_matcher}[a.cmd](a)
 
 
 if __name__ == "__main__":

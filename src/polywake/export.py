@@ -82,13 +82,15 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, int8: bool = F
     """``numpy=False`` writes the ONNX section only: with ``int8`` the smallest file (the
     standard model: ~0.4 MB instead of ~1.9 MB), run by onnxruntime (``backend="auto"``
     falls back to it; ``"numpy"`` refuses the file with a clear error)."""
-    from .models.wakeword import WakeWordModel, load_checkpoint
+    from .errors import ModelFileError
+    from .models.wakeword import load_model
 
-    backbone, heads, card, _ = load_checkpoint(checkpoint)
-    if heads is None:
-        raise SystemExit(f"{checkpoint}: a backbone checkpoint has no wake-word heads to export")
-    model = WakeWordModel(backbone, heads, card)
-    card = dict(card)
+    try:
+        model = load_model(checkpoint)
+    except ModelFileError as e:
+        raise SystemExit(str(e)) from e
+    backbone = model.backbone
+    card = dict(model.card)
     card.update(card_updates or {})
     card.update({
         "words": model.words,

@@ -339,14 +339,11 @@ class TorchScorer:
     def __init__(self, path: str | os.PathLike) -> None:
         import torch
 
-        from .models.wakeword import WakeWordModel, load_checkpoint
+        from .models.wakeword import load_model
 
-        backbone, heads, card, _ = load_checkpoint(path)
-        if heads is None:
-            raise ModelFileError(f"{path}: a backbone checkpoint has no wake-word heads")
         self._torch = torch
-        self.model = WakeWordModel(backbone, heads, card).eval()
-        self.card = card
+        self.model = load_model(path)
+        self.card = self.model.card
         self.words = self.model.words
         self.frames_per_step = self.model.frames_per_step
         self._lock = threading.Lock()

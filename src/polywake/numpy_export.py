@@ -3,8 +3,10 @@
 
 Every BatchNorm is folded here, in float64, so the runtime only multiplies and adds: the input
 norm becomes a per-mel ``scale_shift``, each conv's BN its weight and bias. The module tree is
-walked as it is (ConvBNReLU, ResidualBlock, WakeWordHeads); anything else is refused, so a new
-layer type cannot be exported as silently wrong numbers.
+walked as it is (ConvBNReLU, ResidualBlock, WakeWordHeads, TemplateMatcher); anything else is
+refused, so a new layer type cannot be exported as silently wrong numbers. A model with matched
+words runs two branches side by side (``parallel``): the heads on the main backbone, the
+matcher on its own.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from .models.backbone import Backbone
 from .models.heads import WakeWordHeads
 from .models.layers import ConvBNReLU, ResidualBlock
+from .models.matcher import TemplateMatcher
 
 
 def _bn_affine(bn: nn.BatchNorm1d) -> tuple[np.ndarray, np.ndarray]:
@@ -73,15 +77,30 @@ class _Writer:
         ]
 
 
+    def backbone(self, prefix: str, b: Backbone) -> list[dict]:
+        scale, shift = _bn_affine(b.input_norm)
+        program = [{"op": "scale_shift", "scale": self.put(f"{prefix}input_norm.scale", scale),
+                    "shift": self.put(f"{prefix}input_norm.shift", shift)}]
+        return program + [self.layer(f"{prefix}backbone.{i}", m) for i, m in enumerate(b.layers)]
+
+    def matcher(self, m: TemplateMatcher) -> list[dict]:
+        u, c = (t.detach().double().numpy() for t in m.fused())
+        w, n, d = u.shape
+        return self.backbone("matcher.", m.backbone) + [{
+            "op": "cosine_max", "gram": self.put("matcher.gram", m.gram.double().numpy()),
+            "lin": self.put("matcher.lin", m.lin.double().numpy()),
+            "const": self.put("matcher.const", m.const.double().numpy().reshape(1)),
+            "templates": self.put("matcher.templates", u.reshape(w * n, d)),
+            "offsets": self.put("matcher.offsets", c.reshape(w * n)), "words": int(w)}]
+
+
 def numpy_section(model) -> tuple[list[dict], dict[str, np.ndarray]]:
     """-> (program, tensors) of a WakeWordModel in eval mode, for ``write_pwk``."""
     if model.training:
         raise ValueError("export needs the model in eval mode (BatchNorm running statistics)")
     w = _Writer()
     with torch.no_grad():
-        scale, shift = _bn_affine(model.backbone.input_norm)
-        program = [{"op": "scale_shift", "scale": w.put("input_norm.scale", scale),
-                    "shift": w.put("input_norm.shift", shift)}]
-        program += [w.layer(f"backbone.{i}", m) for i, m in enumerate(model.backbone.layers)]
-        program += w.heads(model.heads)
+        program = w.backbone("", model.backbone) + w.heads(model.heads)
+        if model.matcher is not None:
+            program = [{"op": "parallel", "branches": [program, w.matcher(model.matcher)]}]
     return program, w.tensors

@@ -14,6 +14,13 @@ frames and ends as (k, words) probabilities:
   :class:`polywake.models.layers.CausalConv1d`, and ``relu`` applies ReLU to its output.
 * ``{"op": "residual", "body": [ops]}``: ``relu(x + body(x))``.
 * ``{"op": "sigmoid"}``.
+* ``{"op": "parallel", "branches": [[ops], ...]}``: every branch runs on the same input; their
+  outputs are concatenated along channels (a model's trained heads beside its matched words).
+* ``{"op": "cosine_max", "gram": T, "lin": T, "const": T, "templates": T, "offsets": T,
+  "words": w}``: the matched words' scores (:class:`polywake.models.matcher.TemplateMatcher`):
+  for each of the ``w`` words the largest ``(x·u + c) / sqrt(xᵀGx + 2 g·x + β)`` over its
+  templates (``templates`` (w * n, dim) rows u, ``offsets`` (w * n,) c, n per word), floored at
+  0 and capped at 1.
 
 ``T`` names a tensor of the section. The state is one (p, cin) float32 array per conv with
 p > 0, in program order: the ONNX graph's ``state_i`` (there (1, cin, p)), time-major.
@@ -49,7 +56,8 @@ MAX_DILATION = 4096
 MAX_DENSE_WEIGHTS = 32 * 1024 * 1024
 MAX_STATE_FLOATS = 1024 * 1024  # likewise for the carried state (the standard model: 4.3k)
 
-_SCALE_SHIFT, _CONV, _PUSH, _ADD_RELU, _SIGMOID, _CONV1 = range(6)
+(_SCALE_SHIFT, _CONV, _PUSH, _ADD_RELU, _SIGMOID, _CONV1, _FORK, _NEXT, _JOIN,
+ _COSINE_MAX) = range(10)
 _ONE, _EXP_CLIP = np.float32(1.0), np.float32(88.0)
 _ALIGN = 16  # floats: the dense matrices start on 64-byte boundaries
 
@@ -96,6 +104,8 @@ class _Compiler:
                 kind = op.get("op") if isinstance(op, dict) else None
                 if kind == "residual":
                     total += floats(op.get("body"), depth + 1)
+                elif kind == "parallel" and isinstance(op.get("branches"), list):
+                    total += sum(floats(b, depth + 1) for b in op["branches"])
                 elif kind == "conv":
                     name, g = op.get("weight"), op.get("groups", 1)
                     w = self.tensors.get(name) if isinstance(name, str) else None
@@ -169,9 +179,47 @@ class _Compiler:
                 self.ops.append((_ADD_RELU, None))
             elif kind == "sigmoid":
                 self.ops.append((_SIGMOID, None))
+            elif kind == "parallel":
+                branches = op.get("branches")
+                if not isinstance(branches, list) or not 1 <= len(branches) <= 16 \
+                        or not all(branches):
+                    raise self.fail("parallel: branches must be 1-16 non-empty op lists")
+                self.ops.append((_FORK, None))
+                outs, strides = [], set()
+                for i, b in enumerate(branches):
+                    if i:
+                        self.ops.append((_NEXT, None))
+                    out, s = self.program(b, channels, depth + 1)
+                    if channels is None:
+                        channels = self.n_in
+                    outs.append(out)
+                    strides.add(s)
+                if len(strides) != 1 or None in outs:
+                    raise self.fail(f"parallel branches with strides {sorted(strides)}")
+                self.ops.append((_JOIN, None))
+                channels, stride = sum(outs), stride * strides.pop()
+            elif kind == "cosine_max":
+                args = self.cosine_max(op, channels)
+                channels = args[5]
+                self.ops.append((_COSINE_MAX, args))
             else:
                 raise self.fail(f"unknown op {kind!r}")
         return channels, stride
+
+    def cosine_max(self, op: dict, channels: int | None) -> tuple:
+        gram, lin = self.tensor(op, "gram", 2), self.tensor(op, "lin", 1)
+        const, u = self.tensor(op, "const", 1), self.tensor(op, "templates", 2)
+        c, w = self.tensor(op, "offsets", 1), self.integer(op, "words", 1 << 16)
+        d = u.shape[1]
+        if channels != d or gram.shape != (d, d) or lin.shape != (d,) or const.shape != (1,) \
+                or u.shape[0] % w or c.shape != (u.shape[0],) or u.shape[0] == 0:
+            raise self.fail(f"cosine_max: templates {u.shape} of {w} words, gram {gram.shape}, "
+                            f"on {channels} channels")
+        self.dense += u.size + gram.size
+        if self.dense > MAX_DENSE_WEIGHTS:
+            raise self.fail("the templates are too large")
+        return (np.ascontiguousarray(gram), lin.copy(), np.float32(const[0]),
+                np.ascontiguousarray(u.T), c.copy(), w, u.shape[0] // w)
 
     def conv(self, op: dict, channels: int | None) -> _Conv:
         w, b = self.tensor(op, "weight", 3), self.tensor(op, "bias", 1)
@@ -223,8 +271,8 @@ def _plan(code: int, a: Any) -> tuple:
             return (_CONV1, a.weight, a.bias, a.relu)
         return (_CONV, a.weight, a.bias, a.relu, a.pad, a.state, a.span, a.stride, a.kernel,
                 a.cin, a.strides, a.dilation)
-    if code == _SCALE_SHIFT:
-        return (_SCALE_SHIFT, *a)
+    if code in (_SCALE_SHIFT, _COSINE_MAX):
+        return (code, *a)
     return (code,)
 
 
@@ -273,6 +321,7 @@ class NumpyScorer:
                              f"{len(self._state_shapes)}")
         new = list(state)
         saved: list[np.ndarray] = []
+        outs: list[list[np.ndarray]] = []
         concatenate, strided, maximum, f32 = np.concatenate, np.ndarray, np.maximum, np.float32
         for op in self._plan:
             code = op[0]
@@ -312,6 +361,21 @@ class NumpyScorer:
             elif code == _SCALE_SHIFT:
                 x = x * op[1]
                 x += op[2]
+            elif code == _FORK:  # every branch starts from this input; no op writes to it
+                saved.append(x)
+                outs.append([])
+            elif code == _NEXT:
+                outs[-1].append(x)
+                x = saved[-1]
+            elif code == _JOIN:
+                saved.pop()
+                x = concatenate(outs.pop() + [x], axis=1)
+            elif code == _COSINE_MAX:
+                _, gram, lin, const, ut, offs, w, n = op
+                norm = ((x @ gram) * x).sum(1) + 2 * (x @ lin) + const
+                sims = (x @ ut + offs).reshape(x.shape[0], w, n).max(2)
+                x = np.clip(sims / np.sqrt(maximum(norm, f32(1e-12)))[:, None], 0.0, 1.0,
+                            dtype=f32)
             else:  # _SIGMOID. Clipping at -88 keeps exp finite in float32 without an errstate
                 # (scores below sigmoid(-88) ~ 6e-39 read as that); 1 / (1 + e) keeps the
                 # relative precision of small scores, which calibrated thresholds can reach.

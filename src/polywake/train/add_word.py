@@ -1,8 +1,14 @@
 """Add a wake word to an existing multi-target model (or remove one), on a laptop CPU.
 
     polywake add-word "hey jarvis" --model runs/default/model.safetensors --out my.safetensors \
-        [--examples DIR_OF_WAVS]
+        [--examples DIR_OF_WAVS] [--method heads|matcher]
     polywake add-word --remove echo --model IN --out OUT
+
+``--method matcher`` (k >= 1 examples, no synthesis, seconds): the word is *matched*, not
+trained: its examples' vectors in the distilled embedding become templates
+(:class:`polywake.models.matcher.TemplateMatcher`), scored beside the trained heads; its
+threshold is calibrated on the real dev background when ../shared/data is there, else the
+matcher's shipped default.
 
 0 examples: text only (the phrase is synthesized with every installed TTS voice).
 k >= 1 examples: each real clip is used many times, each time re-mixed (position, running
@@ -26,7 +32,14 @@ import torch
 
 from ..audio import SAMPLE_RATE, load_audio
 from ..data import splits
-from ..models.wakeword import load_checkpoint, save_checkpoint
+from ..models.wakeword import (
+    MATCHER_BASE,
+    load_checkpoint,
+    load_matcher,
+    load_matcher_base,
+    save_checkpoint,
+    state_digest,
+)
 from .heads import EmbeddedSet, mine_hard_negatives, train_heads
 from .mixing import trim_silence
 from .wakewords import (
@@ -85,9 +98,10 @@ def add_word(model_in: Path, phrase: str, out: Path, *, examples: list[np.ndarra
     t0 = time.time()
     phrase = " ".join(phrase.lower().split())
     backbone, heads, card, _ = load_checkpoint(model_in)
+    matcher = load_matcher(model_in)
     if heads is None:
         raise SystemExit(f"{model_in}: a backbone checkpoint; train a model first")
-    if phrase in heads.words:
+    if phrase in heads.words or (matcher is not None and phrase in matcher.words):
         raise SystemExit(f"{phrase!r} is already in {model_in}; remove it first")
     key = file_sig(model_in)
     if clips is None:
@@ -136,10 +150,10 @@ def add_word(model_in: Path, phrase: str, out: Path, *, examples: list[np.ndarra
     entry["real_examples"] = len(examples or [])
     entry["added"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     card = dict(card)
-    card["words"] = heads.words
+    card["words"] = heads.words + (matcher.words if matcher else [])
     card.setdefault("per_word", {})[phrase] = entry
     card.setdefault("history", []).append(f"add-word {phrase!r} ({len(examples or [])} examples)")
-    ckpt = save_checkpoint(out, backbone=backbone, heads=heads, card=card)
+    ckpt = save_checkpoint(out, backbone=backbone, heads=heads, card=card, matcher=matcher)
     timings = {"data_s": round(t_data - t0, 1), "train_s": round(time.time() - t_data, 1),
                "total_s": round(time.time() - t0, 1)}
     return ckpt, timings
@@ -227,16 +241,119 @@ def real_word_negative_windows(backbone, phrase: str, n: int, noise, rirs, seed:
 
 def remove_word(model_in: Path, word: str, out: Path) -> Path:
     backbone, heads, card, _ = load_checkpoint(model_in)
-    if heads is None or word not in heads.words:
+    matcher = load_matcher(model_in)
+    matched = matcher is not None and word in matcher.words
+    if heads is None or (word not in heads.words and not matched):
         raise SystemExit(f"{word!r} is not in {model_in}")
-    if len(heads.words) == 1:
-        raise SystemExit(f"{word!r} is the only word in {model_in}; a model needs one word")
-    heads.remove_word(word)
+    if matched:
+        matcher.remove_word(word)
+    else:
+        if len(heads.words) == 1:
+            raise SystemExit(f"{word!r} is the only trained word in {model_in}; a model needs "
+                             "one")
+        heads.remove_word(word)
     card = dict(card)
-    card["words"] = heads.words
+    card["words"] = heads.words + (matcher.words if matcher else [])
     card.get("per_word", {}).pop(word, None)
     card.setdefault("history", []).append(f"remove-word {word!r}")
-    return save_checkpoint(out, backbone=backbone, heads=heads, card=card)
+    return save_checkpoint(out, backbone=backbone, heads=heads, card=card, matcher=matcher)
+
+
+QUIET_TAIL_S = 0.5  # room after an example, so the steps that trail its end exist
+
+
+def example_templates(backbone, examples: list[np.ndarray], vad=None) -> list[np.ndarray]:
+    """Per example, its template steps' embeddings (n, dim) in ``backbone`` (the matcher's):
+    the example cut to its speech (:func:`endpoint_example`), a quiet tail appended, streamed
+    as the Detector streams, and the steps that end 0-320 ms after the speech ends
+    (:func:`polywake.models.matcher.template_steps`). Examples too short to give a step are
+    skipped (an empty array)."""
+    from ..models.matcher import template_steps
+    from .windows import embed_stream
+
+    rng = np.random.default_rng(0)
+    out = []
+    for clip in examples:
+        c = endpoint_example(clip, vad)
+        tail = rng.standard_normal(int(QUIET_TAIL_S * SAMPLE_RATE)) * 10 ** (-60 / 20)
+        e = embed_stream(backbone, np.concatenate([c, tail.astype(np.float32)]))
+        out.append(e[template_steps(len(e), c.size / SAMPLE_RATE)].astype(np.float32))
+    return out
+
+
+def calibrate_matched(matcher, word: str, per_example: list[np.ndarray],
+                      dev_streams: list[tuple[str, np.ndarray]], fa_target: float,
+                      default_threshold: float) -> dict:
+    """A matched word's card entry: the threshold at ``fa_target`` FA/h on the dev
+    background's scores. The positives of the curve are the examples scored leave-one-out
+    (each against the others' templates; itself when it is the only one), so its FRR
+    column is an estimate for new takes, not a self-match. Without a dev background the
+    threshold is the matcher's shipped default."""
+    from ..evaluate import ScoreStream, calibration_table, det_curve, threshold_for_fa
+    from ..models.matcher import TemplateMatcher
+
+    j = matcher.words.index(word)
+    if not dev_streams:
+        return {"threshold": float(default_threshold), "threshold_fa_per_hour": fa_target,
+                "calibration": "matcher default (no dev background here)"}
+
+    def scores(e: np.ndarray, m: TemplateMatcher = matcher, col: int = j) -> np.ndarray:
+        with torch.no_grad():
+            return m.score(torch.from_numpy(e.astype(np.float32))[None])[0, :, col].numpy()
+
+    pos = []
+    for i, e in enumerate(per_example):
+        others = [x for n, x in enumerate(per_example) if n != i and x.size] or [e]
+        loo = TemplateMatcher(matcher.backbone, matcher.gram, matcher.lin, matcher.const)
+        loo.add_word(word, torch.from_numpy(np.concatenate(others)))
+        if e.size:
+            pos.append(float(scores(e, loo, 0).max()))
+    streams = [ScoreStream(n, scores(e)[:, None], 0.08) for n, e in dev_streams]
+    curve = det_curve(pos, streams, refractory_s=1.0)
+    return {"threshold": float(threshold_for_fa(curve, fa_target)),
+            "threshold_fa_per_hour": fa_target, "operating_points": calibration_table(curve),
+            "calibration": "dev background; positives: the examples, leave-one-out"}
+
+
+def add_matched_word(model_in: Path, phrase: str, out: Path, examples: list[np.ndarray], *,
+                     base: Path = MATCHER_BASE, fa_target: float = 0.5,
+                     bg_max_files: int | None = None) -> tuple[Path, dict]:
+    """Add ``phrase`` as a matched word (templates of its ``examples``, no training)."""
+    t0 = time.time()
+    phrase = " ".join(phrase.lower().split())
+    if not examples:
+        raise SystemExit("the matcher needs at least one real example (--examples DIR)")
+    backbone, heads, card, _ = load_checkpoint(model_in)
+    if heads is None:
+        raise SystemExit(f"{model_in}: a backbone checkpoint; train a model first")
+    matcher = load_matcher(model_in)
+    base_matcher, base_card = load_matcher_base(base)
+    if matcher is None:
+        matcher = base_matcher
+    if phrase in heads.words or phrase in matcher.words:
+        raise SystemExit(f"{phrase!r} is already in {model_in}; remove it first")
+    vad = _example_vad()
+    per_example = example_templates(matcher.backbone, examples, vad)
+    if not any(e.size for e in per_example):
+        raise SystemExit(f"{phrase!r}: no example is long enough to give a template")
+    matcher.add_word(phrase, torch.from_numpy(np.concatenate(per_example)))
+    dev = background_streams(matcher.backbone, "dev", state_digest(matcher.backbone),
+                             bg_max_files) if splits.have_shared_data() else []
+    entry = calibrate_matched(matcher, phrase, per_example, dev, fa_target,
+                              base_card.get("default_threshold", 0.8))
+    entry.update({"method": "matcher", "real_examples": len(examples),
+                  "templates": int(sum(e.shape[0] for e in per_example)),
+                  "duration_s": float(np.median([endpoint_example(x, vad).size
+                                                 for x in examples])
+                                      / SAMPLE_RATE),
+                  "added": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    card = dict(card)
+    card["words"] = heads.words + matcher.words
+    card.setdefault("per_word", {})[phrase] = entry
+    card.setdefault("history", []).append(f"add-word {phrase!r} (matcher, {len(examples)} "
+                                          "examples)")
+    ckpt = save_checkpoint(out, backbone=backbone, heads=heads, card=card, matcher=matcher)
+    return ckpt, {"total_s": round(time.time() - t0, 1)}
 
 
 def read_examples(folder: Path) -> list[np.ndarray]:
@@ -253,6 +370,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--examples", type=Path, help="folder of real recordings of the phrase")
     p.add_argument("--remove", metavar="WORD", help="remove this word instead of adding")
+    p.add_argument("--method", choices=["heads", "matcher"], default="heads",
+                   help="heads: train a head (synthesis + examples); matcher: match the "
+                   "examples' vectors in the distilled embedding (needs --examples; no "
+                   "synthesis, seconds). docs/MODELS.md compares them")
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--engines", help="comma list of TTS engines for the phrase (default: every "
@@ -271,6 +392,11 @@ def run(args: argparse.Namespace) -> int:
         if not args.phrase:
             raise SystemExit("give the phrase to add (or --remove WORD)")
         ex = read_examples(args.examples) if args.examples else None
+        if args.method == "matcher":
+            out, t = add_matched_word(args.model, args.phrase, args.out, ex or [])
+            print(f"added {args.phrase!r} (matcher, {len(ex or [])} examples) in "
+                  f"{t['total_s']:.0f} s")
+            return _finish(args, out)
         if not splits.have_shared_data():
             print("note: ../shared/data is absent: negatives come from TTS only",
                   file=sys.stderr)
@@ -280,6 +406,10 @@ def run(args: argparse.Namespace) -> int:
                           balance_engines=args.balance_engines)
         print(f"added {args.phrase!r} in {t['total_s']:.0f} s "
               f"(data {t['data_s']:.0f} s, training {t['train_s']:.0f} s)")
+    return _finish(args, out)
+
+
+def _finish(args: argparse.Namespace, out: Path) -> int:
     if args.export:
         from ..export import export_checkpoint
 

@@ -32,7 +32,7 @@ from ..data import splits
 from ..data.augment import Transform
 from ..models.backbone import Backbone
 from ..models.heads import WakeWordHeads
-from ..models.wakeword import WakeWordModel, load_checkpoint, save_checkpoint, state_digest
+from ..models.wakeword import load_checkpoint, load_matcher, save_checkpoint, state_digest
 from .heads import (
     DECISION,
     EmbeddedSet,
@@ -339,12 +339,6 @@ def train_model(backbone_path: Path, clips: WordClips, words: list[str], out_dir
     return ckpt
 
 
-def model_from_checkpoint(path: Path) -> WakeWordModel:
-    backbone, heads, card, _ = load_checkpoint(path)
-    assert heads is not None
-    return WakeWordModel(backbone, heads, card)
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backbone", type=Path, required=True)
     p.add_argument("--manifest", type=Path, action="append", required=True)
@@ -412,7 +406,7 @@ def recalibrate(checkpoint: Path, manifests: list[Path], out_dir: Path, *,
         card["per_word"][w].update(cal[w])
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt = save_checkpoint(out_dir / "model.safetensors", backbone=backbone, heads=heads,
-                           card=card)
+                           card=card, matcher=load_matcher(checkpoint))
     from ..export import export_checkpoint
 
     export_checkpoint(ckpt, out_dir / "model.pwk")
