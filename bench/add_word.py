@@ -12,6 +12,11 @@ bit-identical after each add, and their scores on held-out data re-measured. Als
 wall time of a full `add_word()` (k = 10) and the peers' numbers on jarvis (bench/peers.py).
 Writes a learning-curve PNG. ``--model`` may also be a pretrained backbone checkpoint (no
 heads): the new word then gets the only head, which compares backbones as bases.
+
+``--method matcher``: each run is `polywake add-word --method matcher` itself
+(``add_matched_word``: the examples' templates in the distilled embedding, threshold on the
+dev background), scored on the same draws; no synthetic data, so ``--synth`` is not read and
+k = 0 is skipped.
 """
 
 from __future__ import annotations
@@ -99,6 +104,8 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, default=8,
                     help="hidden units of the new head when --model is a backbone checkpoint "
                     "(no heads of its own); 8 as in the shipped default")
+    ap.add_argument("--method", choices=["heads", "matcher"], default="heads",
+                    help="heads: train a head (the default add-word); matcher: add_matched_word")
     ap.add_argument("--draws", type=int, default=5)
     ap.add_argument("--words", nargs="+", default=None)
     ap.add_argument("--per-word", type=int, default=1200)
@@ -125,6 +132,10 @@ def main() -> None:
                   time_full_add(a.model, a.synth))
         return
     set_threads()
+    if a.method == "matcher":
+        results = run_matcher(a, phrases)
+        summarize(results, a)
+        return
     backbone, base_heads, card, emb = embedder_for(a.model, a.backbone_key_from)
     if base_heads is None:  # a pretrained backbone alone: compare backbones as bases
         from polywake.models.heads import WakeWordHeads
@@ -198,6 +209,65 @@ def main() -> None:
                 print(json.dumps(results[-1]), flush=True)
         (a.out / "results.json").write_text(json.dumps(results, indent=1))
     summarize(results, a)
+
+
+def run_matcher(a, phrases: dict[str, str]) -> list[dict]:
+    """Every (word, k >= 1, draw) run is ``add_matched_word`` on ``--model``, written to a
+    scratch file and read back, as `polywake add-word --method matcher` does it."""
+    from polywake.models.wakeword import (
+        load_checkpoint,
+        load_matcher,
+        load_matcher_base,
+        state_digest,
+    )
+    from polywake.train.add_word import add_matched_word
+    from wakeword_eval import BackboneEmbedder
+
+    base, _ = load_matcher_base()
+    emb = BackboneEmbedder(base.backbone, "matcher-" + state_digest(base.backbone))
+    _, base_heads, _, _ = load_checkpoint(a.model)
+    base_state = {k: v.clone() for k, v in base_heads.state_dict().items()}
+    scratch = a.out / "scratch.safetensors"
+    results: list[dict] = []
+    a.out.mkdir(parents=True, exist_ok=True)
+    for word in a.words:
+        folder = phrases[word]
+        real_files = splits.real_keyword_files(folder)
+        real_audio = {str(f): load_audio(f) for f in real_files}
+        for k in [k for k in a.ks if k > 0]:
+            for draw in range(a.draws):
+                t1 = time.time()
+                ex_idx = example_draw(len(real_files), k, draw, word)
+                examples = [real_audio[str(real_files[i])] for i in sorted(ex_idx)]
+                out, _ = add_matched_word(a.model, word, scratch, examples)
+                train_s = time.time() - t1
+                matcher = load_matcher(out)
+                _, heads_after, card, _ = load_checkpoint(out)
+                untouched = all(torch.equal(heads_after.state_dict()[k_], v)
+                                for k_, v in base_state.items())
+                j = matcher.words.index(word)
+
+                def scores_of(e: np.ndarray, m=matcher, j=j) -> np.ndarray:
+                    with torch.no_grad():
+                        s = m.score(torch.from_numpy(e.astype(np.float32))[None])[0]
+                    return s[:, j:j + 1].numpy()
+
+                thr = card["per_word"][word]["threshold"]
+                held_out = [f for i, f in enumerate(real_files) if i not in ex_idx]
+                ev = evaluate_real(matcher, [word], {word: folder}, emb, {word: thr},
+                                   held_out_files={word: held_out},
+                                   background="dev" if a.dev_phrases else "eval",
+                                   pad_real_s=a.pad_real, scores_of=scores_of)[0]
+                results.append({"word": word, "k": k, "draw": draw, "method": "matcher",
+                                "frr_at_0.5": ev.frr_at[0.5], "frr_at_1": ev.frr_at[1.0],
+                                "frr_at_dev_thr": ev.frr_at_dev_threshold,
+                                "fa_at_dev_thr": ev.fa_per_hour_at_dev_threshold,
+                                "threshold": thr, "eval_clips": ev.positives,
+                                "existing_heads_identical": untouched,
+                                "train_s": round(train_s, 1)})
+                print(json.dumps(results[-1]), flush=True)
+        (a.out / "results.json").write_text(json.dumps(results, indent=1))
+    return results
 
 
 def synth_windows(a, word: str, clips, emb, backbone, bg: np.ndarray, noise, rirs,

@@ -114,12 +114,15 @@ class WordEval:
 def evaluate_real(heads: WakeWordHeads, words: list[str], folders: dict[str, str], embedder,
                   thresholds: dict[str, float], extra_negative_folders: tuple[str, ...] = (),
                   held_out_files: dict[str, list[Path]] | None = None,
-                  background: str = "eval", pad_real_s: float = 0.0) -> list[WordEval]:
+                  background: str = "eval", pad_real_s: float = 0.0,
+                  scores_of=None) -> list[WordEval]:
     """Positives: real clips of each word. Negatives: the ``background`` split's real
     background (eval; "dev" when the real phrases are a dev set for choosing a recipe) + the
     OTHER words' real clips (+ extra folders). FRR read off the DET curve at 0.1/0.5/1 FA/h,
     and the honest operating point: the DEV-calibrated threshold's FRR and FA/h on this data.
-    ``pad_real_s``: quiet room appended to every real clip (``_padded``)."""
+    ``pad_real_s``: quiet room appended to every real clip (``_padded``). ``scores_of``:
+    (steps, dim) embeddings -> (steps, words) scores, for a scorer other than heads (e.g. a
+    matcher; ``heads`` then only needs ``.words``)."""
     bg = cached_streams(embedder, splits.background_files(background), f"bg-{background}")
     real = {w: cached_streams(embedder, splits.real_keyword_files(f), f"real-{f}", pad_real_s)
             for w, f in folders.items()}
@@ -128,6 +131,8 @@ def evaluate_real(heads: WakeWordHeads, words: list[str], folders: dict[str, str
                                      pad_real_s)]
 
     def scores(streams):
+        if scores_of is not None:
+            return [ScoreStream(n, scores_of(e), 0.08) for n, e in streams]
         return [ScoreStream(n, detector_scores(heads, e[None])[0], 0.08) for n, e in streams]
 
     bg_scores = scores(bg)
