@@ -208,6 +208,14 @@ def test_calibration_counts_false_accepts_on_the_background() -> None:
     # at most 0.5 false accepts per hour: no background step may reach the threshold
     assert (s >= entry["threshold"]).sum() == 0
     assert entry["threshold"] <= 1.0 and entry["threshold"] > np.quantile(s, 0.99)
+    # one example: no held-out positive, so the threshold sits right above the background's
+    # highest peak instead of halfway to a self-match's 1.0
+    one = TemplateMatcher(m.backbone, m.gram, m.lin, m.const)
+    one.add_word("w", torch.from_numpy(per[0]))
+    with torch.no_grad():
+        s1 = one.score(torch.from_numpy(bg[0][1])[None])[0, :, 0].numpy()
+    thr1 = calibrate_matched(one, "w", per[:1], bg, 0.5, 0.99)["threshold"]
+    assert s1.max() < thr1 <= s1.max() + 1e-3
 
 
 def test_the_shipped_matcher_base_loads_and_matches_a_repeat() -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import io
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +53,10 @@ def export_onnx(model, *, int8: bool = False) -> bytes:
     names_in = ["frames"] + [f"state_{i}" for i in range(len(state))]
     names_out = ["probs"] + [f"new_state_{i}" for i in range(len(state))]
     buf = io.BytesIO()
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # The matcher pads its words' templates to one count with Python ints: constants of
+        # the graph by design, which the tracer warns about.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         torch.onnx.export(
             step, (frames, *state), buf, input_names=names_in, output_names=names_out,
             opset_version=OPSET, dynamo=False,

@@ -49,6 +49,7 @@ from .wakewords import (
     build_windows,
     calibrate,
     chop,
+    curve_points,
     file_sig,
     load_manifest_clips,
 )
@@ -286,16 +287,17 @@ def calibrate_matched(matcher, word: str, per_example: list[np.ndarray],
                       default_threshold: float) -> dict:
     """A matched word's card entry: the threshold at ``fa_target`` FA/h on the dev
     background's scores. The positives of the curve are the examples scored leave-one-out
-    (each against the others' templates; itself when it is the only one), so its FRR
-    column is an estimate for new takes, not a self-match. Without a dev background the
-    threshold is the matcher's shipped default."""
+    (each against the others' templates), so its FRR column is an estimate for new takes.
+    With one example there is no such positive, and the threshold is the background's
+    admissible point itself (a self-match scores 1.0 and would push the threshold halfway
+    to it). Without a dev background the threshold is the matcher's shipped default."""
     from ..evaluate import ScoreStream, calibration_table, det_curve, threshold_for_fa
     from ..models.matcher import TemplateMatcher
 
     j = matcher.words.index(word)
     if not dev_streams:
         return {"threshold": float(default_threshold), "threshold_fa_per_hour": fa_target,
-                "calibration": "matcher default (no dev background here)"}
+                "calibrated_on": "the matcher's default (no dev background here)"}
 
     def scores(e: np.ndarray, m: TemplateMatcher = matcher, col: int = j) -> np.ndarray:
         with torch.no_grad():
@@ -303,16 +305,18 @@ def calibrate_matched(matcher, word: str, per_example: list[np.ndarray],
 
     pos = []
     for i, e in enumerate(per_example):
-        others = [x for n, x in enumerate(per_example) if n != i and x.size] or [e]
+        others = [x for n, x in enumerate(per_example) if n != i and x.size]
+        if not others or not e.size:
+            continue
         loo = TemplateMatcher(matcher.backbone, matcher.gram, matcher.lin, matcher.const)
         loo.add_word(word, torch.from_numpy(np.concatenate(others)))
-        if e.size:
-            pos.append(float(scores(e, loo, 0).max()))
+        pos.append(float(scores(e, loo, 0).max()))
     streams = [ScoreStream(n, scores(e)[:, None], 0.08) for n, e in dev_streams]
     curve = det_curve(pos, streams, refractory_s=1.0)
     return {"threshold": float(threshold_for_fa(curve, fa_target)),
             "threshold_fa_per_hour": fa_target, "operating_points": calibration_table(curve),
-            "calibration": "dev background; positives: the examples, leave-one-out"}
+            "calibration": curve_points(curve),
+            "calibrated_on": "dev background; positives: the examples, leave-one-out"}
 
 
 def add_matched_word(model_in: Path, phrase: str, out: Path, examples: list[np.ndarray], *,
@@ -395,7 +399,7 @@ def run(args: argparse.Namespace) -> int:
         if args.method == "matcher":
             out, t = add_matched_word(args.model, args.phrase, args.out, ex or [])
             print(f"added {args.phrase!r} (matcher, {len(ex or [])} examples) in "
-                  f"{t['total_s']:.0f} s")
+                  f"{t['total_s']:.1f} s")
             return _finish(args, out)
         if not splits.have_shared_data():
             print("note: ../shared/data is absent: negatives come from TTS only",
