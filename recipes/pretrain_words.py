@@ -73,18 +73,27 @@ def main() -> None:
                     help="leave out the words of this manifest (a second, disjoint vocabulary)")
     ap.add_argument("--pairs", type=int, default=0,
                     help="also N random two-word phrases of the vocabulary (phrase-like material)")
+    ap.add_argument("--cmu-words", type=int, default=0,
+                    help="instead of the vocabulary: N random CMU dictionary words beyond it "
+                    "(vocab.cmu_words; the matcher dev words left out), and --pairs of them")
     ap.add_argument("--manifest-only", action="store_true",
                     help="write the manifest of the clips already made (after a stopped run)")
     a = ap.parse_args()
     vocab = pretrain_vocabulary()
     rng = np.random.default_rng(a.seed)
+    if a.cmu_words:
+        from polywake.data.vocab import cmu_words
+
+        vocab = cmu_words(a.cmu_words, a.seed, exclude=frozenset(
+            w for w in splits.MATCHER_DEV_WORDS if not w.startswith("ar:")))
+        a.words = len(vocab)
     if a.skip_words_of is not None:
         with open(a.skip_words_of) as fh:
             seen = {json.loads(line)["word"] for line in fh if line.strip()}
         vocab = [w for w in vocab if w not in seen]
     words = sorted(rng.choice(vocab, min(a.words, len(vocab)), replace=False).tolist())
     if a.pairs:
-        full = pretrain_vocabulary()
+        full = vocab if a.cmu_words else pretrain_vocabulary()
         words += sorted({" ".join(rng.choice(full, 2, replace=False)) for _ in range(a.pairs)})
     jobs = plan(words, a.per_word, a.seed)
     a.out.mkdir(parents=True, exist_ok=True)

@@ -177,6 +177,32 @@ def _vocabulary() -> tuple[str, ...]:
     return tuple(out)
 
 
+def cmu_words(n: int, seed: int = 0, min_phonemes: int = 4, max_phonemes: int = 10,
+              exclude: frozenset[str] = frozenset()) -> list[str]:
+    """``n`` random CMU dictionary words beyond :func:`pretrain_vocabulary` (alphabetic, 4-10
+    phonemes, none excluded by :func:`is_excluded` or in ``exclude``, no homophone of a word
+    already chosen): more distinct word shapes for material that needs no word labels, such
+    as distillation (recipes/effw_distill_pilot.py). Deterministic for a ``seed``."""
+    import numpy as np
+
+    known = set(_vocabulary())
+    seen = {pronunciations(w)[0] for w in known}
+    pool = sorted(w for w, prons in _cmu().items()
+                  if w.isalpha() and w not in known and w not in exclude
+                  and min_phonemes <= len(prons[0]) <= max_phonemes)
+    out: list[str] = []
+    for i in np.random.default_rng(seed).permutation(len(pool)):
+        w = pool[int(i)]
+        p = pronunciations(w)[0]
+        if p in seen or is_excluded(w):
+            continue
+        seen.add(p)
+        out.append(w)
+        if len(out) == n:
+            break
+    return sorted(out)
+
+
 def pretrain_vocabulary(n: int | None = None) -> list[str]:
     """Sorted pretraining words: the first ``n`` by priority (frequent, then diverse), or all."""
     words = _vocabulary()
