@@ -295,7 +295,7 @@ def summarize(results: list[dict], a) -> None:
                          f"{100 * np.mean([x['frr_at_1'] for x in r]):.1f}%",
                          f"{100 * np.mean([x['frr_at_dev_thr'] for x in r]):.1f}%",
                          f"{np.mean([x['fa_at_dev_thr'] for x in r]):.2f}",
-                         f"{np.mean([x['train_s'] for x in r]):.0f}",
+                         f"{np.mean([x['train_s'] for x in r]):.1f}",
                          "yes" if all(x["existing_heads_identical"] for x in r) else "NO"])
     for k in a.ks:
         r = [x for x in results if x["k"] == k]

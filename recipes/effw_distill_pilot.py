@@ -50,11 +50,13 @@ STUDENT_N = int(2.0 * SR)  # 0.5 s of context before the teacher's window
 
 
 def build_windows(seed: int = 0, copies: int = 1, libri_hop_s: float = 0.5,
-                  synth: list[Path] | None = None, hold_out: bool = False) -> np.ndarray:
+                  synth: list[Path] | None = None, hold_out: bool = False,
+                  only_synth: bool = False) -> np.ndarray:
     """int16 (n, 2 s) windows of train speech; the teacher hears the last 1.5 s. Real isolated
     words ``copies`` times (other offsets and noise), LibriSpeech train speakers every
     ``libri_hop_s``, and the train split of a synthetic word manifest if given. ``hold_out``
-    leaves out every clip of ``splits.MATCHER_DEV_WORDS`` (the matcher dev set)."""
+    leaves out every clip of ``splits.MATCHER_DEV_WORDS`` (the matcher dev set); ``only_synth``
+    makes windows of the synthetic manifests alone (material added to an earlier run's)."""
     from polywake.audio import load_audio
     from polywake.data import splits
     from polywake.train.pretrain import noise_bank, real_word_items, synth_items
@@ -81,7 +83,7 @@ def build_windows(seed: int = 0, copies: int = 1, libri_hop_s: float = 0.5,
         w[off:off + c.size] += c
         return noisy(w, 0.5)
 
-    for f, word, _ in real_word_items("train"):
+    for f, word, _ in [] if only_synth else real_word_items("train"):
         if hold_out and splits.is_matcher_dev_word(word):
             continue
         c = load_audio(f)
@@ -90,7 +92,7 @@ def build_windows(seed: int = 0, copies: int = 1, libri_hop_s: float = 0.5,
         if hold_out and any(splits.is_matcher_dev_word(t) for t in word.split()):
             continue  # a two-word phrase holding a dev word is held out too
         out.append(pcm(placed(load_audio(f))))
-    for f in splits.background_files("train"):
+    for f in [] if only_synth else splits.background_files("train"):
         if "librispeech" not in f.parts:
             continue
         x = load_audio(f)
@@ -118,6 +120,24 @@ def _teacher_chunk(job: tuple[str, int, int]) -> np.ndarray:
     return np.stack([fp._MODEL.audioToVector(x)[0] for x in w]).astype(np.float16)
 
 
+class _Windows:
+    """Several runs' memory-mapped window arrays read as one (row i of the concatenation)."""
+
+    def __init__(self, parts: list[np.ndarray]) -> None:
+        self.parts = parts
+        self.starts = np.cumsum([0] + [p.shape[0] for p in parts])
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def __getitem__(self, idx: np.ndarray) -> np.ndarray:
+        if np.any(np.diff(idx) < 0):
+            raise ValueError("rows are read in sorted order only (they are concatenated by part)")
+        part = np.searchsorted(self.starts, idx, side="right") - 1
+        return np.concatenate([self.parts[j][idx[part == j] - self.starts[j]]
+                               for j in range(len(self.parts)) if (part == j).any()])
+
+
 def label(a) -> None:
     from tqdm import tqdm
 
@@ -125,7 +145,7 @@ def label(a) -> None:
     wpath = OUT / "windows.npy"
     if not wpath.exists():
         _save_npy(wpath, build_windows(copies=a.copies, libri_hop_s=a.libri_hop, synth=a.synth,
-                                       hold_out=a.hold_out_dev_words))
+                                       hold_out=a.hold_out_dev_words, only_synth=a.only_synth))
     n = np.load(wpath, mmap_mode="r").shape[0]
     jobs = [(str(wpath), a, min(n, a + 500)) for a in range(0, n, 500)]
     ctx = multiprocessing.get_context("spawn")
@@ -144,7 +164,7 @@ def train(a) -> None:
     an uninterrupted one. (Pilots 1 and 2 ran a wall-clock schedule without checkpoints.)"""
     import torch
     import torch.nn.functional as F
-    from safetensors.torch import save
+    from safetensors.torch import load_file, save
     from tqdm import tqdm
 
     from polywake.audio import atomic_write_bytes
@@ -154,13 +174,21 @@ def train(a) -> None:
 
     torch.set_num_threads(2)
     torch.manual_seed(0)
-    w = np.load(OUT / "windows.npy", mmap_mode="r")
-    t = torch.from_numpy(np.load(OUT / "teacher.npy").astype(np.float32))
+    dirs = [OUT] + [OUT.parent / tag for tag in a.with_material_of]
+    w = _Windows([np.load(d / "windows.npy", mmap_mode="r") for d in dirs])
+    t = torch.from_numpy(np.concatenate([np.load(d / "teacher.npy") for d in dirs])
+                         .astype(np.float32))
     n = t.shape[0]
+    if n != len(w):
+        raise ValueError(f"{len(w)} windows but {n} teacher vectors in {dirs}")
     perm = np.random.default_rng(0).permutation(n)
     dev, tr = perm[: n // 20], perm[n // 20:]
     student = load_checkpoint(ROOT / "src/polywake/assets/backbone.safetensors")[0]
     proj = torch.nn.Linear(student.embed_dim, t.shape[1])
+    if a.init:  # warm start: another run's finished student, backbone and projection
+        sd = load_file(str(OUT.parent / a.init / "student.safetensors"))
+        student.load_state_dict({k[9:]: v for k, v in sd.items() if k.startswith("backbone.")})
+        proj.load_state_dict({k[5:]: v for k, v in sd.items() if k.startswith("proj.")})
     params = list(student.parameters()) + list(proj.parameters())
     opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=1e-2)
     modules = {"backbone": student, "proj": proj}
@@ -381,6 +409,9 @@ def main() -> None:
                     help="leave splits.MATCHER_DEV_WORDS out of the material (pilot 3 on)")
     lb.add_argument("--synth", type=Path, nargs="*", default=None,
                     help="synthetic word manifests (recipes/pretrain_words.py) as more material")
+    lb.add_argument("--only-synth", action="store_true",
+                    help="windows of --synth alone (material added to another run's with "
+                         "train --with-material-of)")
     t = sub.add_parser("train")
     t.add_argument("--minutes", type=float, default=25, help="this invocation's budget")
     t.add_argument("--steps", type=int, default=36000, help="the cosine schedule's length")
@@ -388,6 +419,9 @@ def main() -> None:
     t.add_argument("--eval-every", type=int, default=1000)
     t.add_argument("--batch", type=int, default=64)
     t.add_argument("--lr", type=float, default=2e-3)
+    t.add_argument("--init", default="", help="warm start from this tag's finished student")
+    t.add_argument("--with-material-of", nargs="*", default=[],
+                   help="also train on these tags' windows and teacher vectors")
     e = sub.add_parser("eval")
     e.add_argument("--model", choices=["shipped", "student"], default="student")
     e.add_argument("--set", choices=["phrases", "dev-phrases", "matcher-dev"], default="phrases",

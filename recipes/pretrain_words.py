@@ -85,7 +85,7 @@ def main() -> None:
         from polywake.data.vocab import cmu_words
 
         vocab = cmu_words(a.cmu_words, a.seed, exclude=frozenset(
-            w for w in splits.MATCHER_DEV_WORDS if not w.startswith("ar:")))
+            w for ws in splits.MATCHER_DEV_WORDS.values() for w in ws))
         a.words = len(vocab)
     if a.skip_words_of is not None:
         with open(a.skip_words_of) as fh:
