@@ -278,6 +278,9 @@ class VoiceActivity:
         return self.process_scores(chunk) >= self.threshold
 
 
+_BOUNDS_PEAK = 0.5  # -6 dBFS: quieter takes are raised to it for speech_bounds (never lowered)
+
+
 def speech_bounds(samples: np.ndarray, vad: VoiceActivity | None = None
                   ) -> tuple[int, int] | None:
     """(first, last + 1) sample of the speech in a short recording, or None when the VAD
@@ -287,6 +290,12 @@ def speech_bounds(samples: np.ndarray, vad: VoiceActivity | None = None
     vad = vad or VoiceActivity("silero")
     vad.reset()
     x = np.asarray(samples, np.float32).reshape(-1)
+    peak = float(np.abs(x).max()) if x.size else 0.0
+    # Silero's sensitivity is tied to the level: takes recorded 40-60 dB under full scale (a
+    # far or low-gain microphone; 16 % of the real "athena" clips) were flagged as no speech,
+    # and the word's end fell back to the recording's end. Only the bounds see the gain.
+    if 0.0 < peak < _BOUNDS_PEAK:
+        x = x * (_BOUNDS_PEAK / peak)
     # Trailing zeros flush the last partial frame; they are never flagged as speech.
     flags = vad.process(np.concatenate([x, np.zeros(vad.frame_samples, np.float32)]))
     idx = np.flatnonzero(flags)
