@@ -15,8 +15,8 @@ heads): the new word then gets the only head, which compares backbones as bases.
 
 ``--method matcher``: each run is `polywake add-word --method matcher` itself
 (``add_matched_word``: the examples' templates in the distilled embedding, threshold on the
-dev background), scored on the same draws; no synthetic data, so ``--synth`` is not read and
-k = 0 is skipped.
+dev background), scored on the same draws. k = 0 (text only) runs when ``--synth`` is given:
+``--synth-templates`` TTS clips of the phrase are the examples.
 """
 
 from __future__ import annotations
@@ -109,6 +109,8 @@ def main() -> None:
     ap.add_argument("--draws", type=int, default=5)
     ap.add_argument("--words", nargs="+", default=None)
     ap.add_argument("--per-word", type=int, default=1200)
+    ap.add_argument("--synth-templates", type=int, default=30,
+                    help="--method matcher, k = 0: this many TTS clips of --synth are the examples")
     ap.add_argument("--negatives", type=int, default=2500)
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--out", type=Path, default=ROOT / "work_data/bench/add_word")
@@ -234,11 +236,12 @@ def run_matcher(a, phrases: dict[str, str]) -> list[dict]:
         folder = phrases[word]
         real_files = splits.real_keyword_files(folder)
         real_audio = {str(f): load_audio(f) for f in real_files}
-        for k in [k for k in a.ks if k > 0]:
+        for k in [k for k in a.ks if k > 0 or a.synth]:
             for draw in range(a.draws):
                 t1 = time.time()
                 ex_idx = example_draw(len(real_files), k, draw, word)
-                examples = [real_audio[str(real_files[i])] for i in sorted(ex_idx)]
+                examples = [real_audio[str(real_files[i])] for i in sorted(ex_idx)] if k else \
+                    synth_examples(a.synth, word, a.synth_templates, draw)
                 out, _ = add_matched_word(a.model, word, scratch, examples)
                 train_s = time.time() - t1
                 matcher = load_matcher(out)
@@ -268,6 +271,14 @@ def run_matcher(a, phrases: dict[str, str]) -> list[dict]:
                 print(json.dumps(results[-1]), flush=True)
         (a.out / "results.json").write_text(json.dumps(results, indent=1))
     return results
+
+
+def synth_examples(manifests: list[Path], word: str, n: int, draw: int) -> list[np.ndarray]:
+    """k = 0 for the matcher (text only): ``n`` TTS clips of the phrase from train voices, the
+    engines in equal shares, as its examples; each draw takes other clips."""
+    clips = load_manifest_clips(manifests, [word], max_per_word=n, max_neg=0, seed=draw,
+                                balance_engines=True)
+    return clips.positives[word]["train"]
 
 
 def synth_windows(a, word: str, clips, emb, backbone, bg: np.ndarray, noise, rirs,
