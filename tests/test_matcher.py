@@ -263,3 +263,27 @@ def test_the_shipped_matcher_tells_a_real_word_from_noise() -> None:
     rng = np.random.default_rng(0)
     noise = [score(rng.standard_normal(32000) * lvl) for lvl in (0.0, 0.001, 0.01, 0.1)]
     assert max(noise) < min(takes) and np.median(takes) > max(noise) + 0.15, (noise, takes)
+
+
+def test_example_warnings_name_the_odd_example_out() -> None:
+    from polywake.train.add_word import OUTLIER_MARGIN, example_warnings
+
+    silent = [np.zeros(16000, np.float32)] * 4
+    entry = {"example_scores": [0.8, 0.82, 0.79, 0.8 - OUTLIER_MARGIN - 0.05]}
+    w = example_warnings(entry, silent)  # no VAD given: the scores alone
+    assert len(w) == 1 and w[0].startswith("example 4:")
+    assert example_warnings({"example_scores": [0.8, 0.81, 0.79, 0.7]}, silent) == []
+    # two scores are no majority to judge by; unscored examples (too short) are skipped
+    assert example_warnings({"example_scores": [0.9, 0.1]}, silent[:2]) == []
+    assert example_warnings({"example_scores": [0.8, None, 0.8, 0.3]}, silent)[0] \
+        .startswith("example 4:")
+    from polywake.train.add_word import _example_vad
+
+    vad = _example_vad()
+    if vad is not None:  # silence is reported by number, real speech is not
+        from polywake.audio import load_audio
+
+        speech = load_audio(Path(__file__).parents[1] / "src/polywake/assets/examples/"
+                            "alexa_hey_samuel.flac")
+        w = example_warnings({"example_scores": [0.8] * 4}, silent[:1] + [speech] * 3, vad)
+        assert w == ["example 1: no speech found by the VAD (silence or noise?)"]

@@ -303,20 +303,46 @@ def calibrate_matched(matcher, word: str, per_example: list[np.ndarray],
         with torch.no_grad():
             return m.score(torch.from_numpy(e.astype(np.float32))[None])[0, :, col].numpy()
 
-    pos = []
+    pos: list[float] = []
+    per_score: list[float | None] = []
     for i, e in enumerate(per_example):
         others = [x for n, x in enumerate(per_example) if n != i and x.size]
         if not others or not e.size:
+            per_score.append(None)
             continue
         loo = TemplateMatcher(matcher.backbone, matcher.gram, matcher.lin, matcher.const)
         loo.add_word(word, torch.from_numpy(np.concatenate(others)))
         pos.append(float(scores(e, loo, 0).max()))
+        per_score.append(round(pos[-1], 4))
     streams = [ScoreStream(n, scores(e)[:, None], 0.08) for n, e in dev_streams]
     curve = det_curve(pos, streams, refractory_s=1.0)
     return {"threshold": float(threshold_for_fa(curve, fa_target)),
             "threshold_fa_per_hour": fa_target, "operating_points": calibration_table(curve),
-            "calibration": curve_points(curve),
+            "calibration": curve_points(curve), "example_scores": per_score,
             "calibrated_on": "dev background; positives: the examples, leave-one-out"}
+
+
+# An example whose leave-one-out score is this far under the others' median is reported: a
+# wrong word, a take of noise, or a cut-off word (advice only; the example is still used).
+OUTLIER_MARGIN = 0.15
+
+
+def example_warnings(entry: dict, examples: list[np.ndarray], vad=None) -> list[str]:
+    """What a user should check in their examples, by example number (1-based)."""
+    from ..vad import speech_bounds
+
+    out = []
+    if vad is not None:
+        out += [f"example {i + 1}: no speech found by the VAD (silence or noise?)"
+                for i, x in enumerate(examples) if speech_bounds(x, vad) is None]
+    scores = entry.get("example_scores") or []
+    known = [v for v in scores if v is not None]
+    if len(known) >= 3:
+        med = float(np.median(known))
+        out += [f"example {i + 1}: matches the others at {v:.2f} (median {med:.2f}); is it the "
+                "same phrase, said clearly?" for i, v in enumerate(scores)
+                if v is not None and v < med - OUTLIER_MARGIN]
+    return out
 
 
 def add_matched_word(model_in: Path, phrase: str, out: Path, examples: list[np.ndarray], *,
@@ -345,6 +371,8 @@ def add_matched_word(model_in: Path, phrase: str, out: Path, examples: list[np.n
                              bg_max_files) if splits.have_shared_data() else []
     entry = calibrate_matched(matcher, phrase, per_example, dev, fa_target,
                               base_card.get("default_threshold", 0.8))
+    for w in example_warnings(entry, examples, vad):
+        print(f"warning: {phrase!r} {w}", file=sys.stderr)
     entry.update({"method": "matcher", "real_examples": len(examples),
                   "templates": int(sum(e.shape[0] for e in per_example)),
                   "duration_s": float(np.median([endpoint_example(x, vad).size
