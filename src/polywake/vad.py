@@ -281,8 +281,8 @@ class VoiceActivity:
 _BOUNDS_PEAK = 0.5  # -6 dBFS: quieter takes are raised to it for speech_bounds (never lowered)
 
 
-def speech_bounds(samples: np.ndarray, vad: VoiceActivity | None = None
-                  ) -> tuple[int, int] | None:
+def speech_bounds(samples: np.ndarray, vad: VoiceActivity | None = None,
+                  raise_quiet: bool = False) -> tuple[int, int] | None:
     """(first, last + 1) sample of the speech in a short recording, or None when the VAD
     flags none. For endpointing real examples of a wake word: a peak-relative energy trim
     cuts nothing when the room noise is within ~35 dB of the word (many real takes), which
@@ -292,9 +292,11 @@ def speech_bounds(samples: np.ndarray, vad: VoiceActivity | None = None
     x = np.asarray(samples, np.float32).reshape(-1)
     peak = float(np.abs(x).max()) if x.size else 0.0
     # Silero's sensitivity is tied to the level: takes recorded 40-60 dB under full scale (a
-    # far or low-gain microphone; 16 % of the real "athena" clips) were flagged as no speech,
-    # and the word's end fell back to the recording's end. Only the bounds see the gain.
-    if 0.0 < peak < _BOUNDS_PEAK:
+    # far or low-gain microphone; 16 % of the real "athena" clips) are flagged as no speech.
+    # ``raise_quiet`` lifts the VAD's copy to -6 dBFS. Off by default: on the real dev phrases
+    # it helped matched words by 10 points but cost trained heads 2.6 (docs/BENCHMARKS.md,
+    # "Quiet takes"), beyond the 2 points its rule allowed.
+    if raise_quiet and 0.0 < peak < _BOUNDS_PEAK:
         x = x * (_BOUNDS_PEAK / peak)
     # Trailing zeros flush the last partial frame; they are never flagged as speech.
     flags = vad.process(np.concatenate([x, np.zeros(vad.frame_samples, np.float32)]))
