@@ -25,7 +25,8 @@ def _material(d: Path) -> None:
 
 
 def _args(**kw) -> argparse.Namespace:
-    base = dict(steps=6, minutes=10.0, batch=4, lr=1e-3, save_every=2, eval_every=3)
+    base = dict(steps=6, minutes=10.0, batch=4, lr=1e-3, save_every=2, eval_every=3, init="",
+                with_material_of=[])
     return argparse.Namespace(**{**base, **kw})
 
 
@@ -57,3 +58,12 @@ def test_killed_training_resumes_to_the_same_student(tmp_path, monkeypatch) -> N
     assert full.keys() == resumed.keys()
     for k in full:
         torch.testing.assert_close(resumed[k], full[k], rtol=0, atol=0, msg=f"{k}: {resumed[k].flatten()[:3]} vs {full[k].flatten()[:3]}")
+
+
+def test_windows_of_several_runs_read_as_one() -> None:
+    a, b = np.arange(10).reshape(5, 2), np.arange(10, 16).reshape(3, 2)
+    w, full = pilot._Windows([a, b]), np.concatenate([a, b])
+    idx = np.array([0, 3, 4, 5, 7])
+    assert len(w) == 8 and (w[idx] == full[idx]).all()
+    with pytest.raises(ValueError, match="sorted"):
+        w[np.array([5, 0])]
