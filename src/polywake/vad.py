@@ -290,13 +290,13 @@ def speech_bounds(samples: np.ndarray, vad: VoiceActivity | None = None,
     vad = vad or VoiceActivity("silero")
     vad.reset()
     x = np.asarray(samples, np.float32).reshape(-1)
-    peak = float(np.abs(x).max()) if x.size else 0.0
     # Silero's sensitivity is tied to the level: takes recorded 40-60 dB under full scale (a
     # far or low-gain microphone; 16 % of the real "athena" clips) are flagged as no speech.
     # ``raise_quiet`` lifts the VAD's copy to -6 dBFS. Off by default: on the real dev phrases
     # it helped matched words by 10 points but cost trained heads 2.6 (docs/BENCHMARKS.md,
     # "Quiet takes"), beyond the 2 points its rule allowed.
-    if raise_quiet and 0.0 < peak < _BOUNDS_PEAK:
+    peak = float(np.abs(x).max()) if raise_quiet and x.size else 0.0
+    if 0.0 < peak < _BOUNDS_PEAK:
         x = x * (_BOUNDS_PEAK / peak)
     # Trailing zeros flush the last partial frame; they are never flagged as speech.
     flags = vad.process(np.concatenate([x, np.zeros(vad.frame_samples, np.float32)]))

@@ -269,13 +269,17 @@ def example_templates(backbone, examples: list[np.ndarray], vad=None) -> list[np
     as the Detector streams, and the steps that end 0-320 ms after the speech ends
     (:func:`polywake.models.matcher.template_steps`). Examples too short to give a step are
     skipped (an empty array)."""
+    return cut_templates(backbone, [endpoint_example(clip, vad) for clip in examples])
+
+
+def cut_templates(backbone, cuts: list[np.ndarray]) -> list[np.ndarray]:
+    """:func:`example_templates` of examples already cut to their speech."""
     from ..models.matcher import template_steps
     from .windows import embed_stream
 
     rng = np.random.default_rng(0)
     out = []
-    for clip in examples:
-        c = endpoint_example(clip, vad)
+    for c in cuts:
         tail = rng.standard_normal(int(QUIET_TAIL_S * SAMPLE_RATE)) * 10 ** (-60 / 20)
         e = embed_stream(backbone, np.concatenate([c, tail.astype(np.float32)]))
         out.append(e[template_steps(len(e), c.size / SAMPLE_RATE)].astype(np.float32))
@@ -363,7 +367,8 @@ def add_matched_word(model_in: Path, phrase: str, out: Path, examples: list[np.n
     if phrase in heads.words or phrase in matcher.words:
         raise SystemExit(f"{phrase!r} is already in {model_in}; remove it first")
     vad = _example_vad()
-    per_example = example_templates(matcher.backbone, examples, vad)
+    cuts = [endpoint_example(x, vad) for x in examples]
+    per_example = cut_templates(matcher.backbone, cuts)
     if not any(e.size for e in per_example):
         raise SystemExit(f"{phrase!r}: no example is long enough to give a template")
     matcher.add_word(phrase, torch.from_numpy(np.concatenate(per_example)))
@@ -375,9 +380,7 @@ def add_matched_word(model_in: Path, phrase: str, out: Path, examples: list[np.n
         print(f"warning: {phrase!r} {w}", file=sys.stderr)
     entry.update({"method": "matcher", "real_examples": len(examples),
                   "templates": int(sum(e.shape[0] for e in per_example)),
-                  "duration_s": float(np.median([endpoint_example(x, vad).size
-                                                 for x in examples])
-                                      / SAMPLE_RATE),
+                  "duration_s": float(np.median([c.size for c in cuts]) / SAMPLE_RATE),
                   "added": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     card = dict(card)
     card["words"] = heads.words + matcher.words
