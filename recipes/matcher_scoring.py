@@ -1,0 +1,207 @@
+"""Experiment: how a matched word's step is scored against its examples' templates.
+
+The product's matcher (``polywake.models.matcher``) scores each 80 ms step by its best cosine
+similarity to the template vectors (the steps 0-320 ms after each endpointed example's end).
+This recipe compares other ways of scoring the same student embedding, on the same add-word
+draws, without retraining anything:
+
+* ``base``   - the product's: max over templates of the cosine similarity;
+* ``tnorm``  - each template's similarity standardised by its mean and spread over a cohort of
+  negative audio (the TRAIN-split background, never the audio the FA/h is counted on), then
+  the max: a template that resembles much speech is trusted less (speaker verification's
+  T-norm);
+* ``seq``    - an example's template steps matched in order: the mean over an example's L
+  consecutive template steps of the similarity of the L consecutive stream steps ending
+  now, then the max over examples (a fixed-alignment sequence match);
+* ``aug``    - the templates of each example also taken from copies resampled by 0.9 and 1.1
+  (tempo and pitch, Kaldi speed perturbation), scored as ``base``;
+* ``seq+tnorm`` - ``seq`` over T-normed similarities.
+
+    python recipes/matcher_scoring.py --tag p4 --set matcher-dev      # the deciding set
+    python recipes/matcher_scoring.py --tag p4 --set phrases          # eval phrases, reported
+
+The embeddings of every file are cached under work_data/cache/matcher_scoring/, so a second
+run only scores. Choices are made on ``matcher-dev`` only (docs/BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "recipes"))
+
+import numpy as np  # noqa: E402
+
+from _common import WORK, example_draw  # noqa: E402
+
+SR = 16000
+CACHE = WORK / "cache" / "matcher_scoring"
+VARIANTS = ("base", "tnorm", "seq", "aug", "seq+tnorm")
+SPAN_S = (0.0, 0.32)
+COHORT_STEPS = 20000
+
+
+def _embed_files(m, files: list[Path], name: str, pad: bool = False) -> list[np.ndarray]:
+    from tqdm import tqdm
+
+    from polywake.audio import load_audio
+    from wakeword_eval import _padded
+
+    path = CACHE / f"{name}.npz"
+    if path.exists():
+        z = np.load(path)
+        return [z[f"a{i}"] for i in range(len(files))]
+    out = []
+    for f in tqdm(files, desc=name, mininterval=10):
+        x = load_audio(f)
+        out.append(m.stream(_padded(x, 0.5, Path(f).name) if pad else x).astype(np.float32))
+    CACHE.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, **{f"a{i}": e for i, e in enumerate(out)})
+    tmp.replace(path)
+    return out
+
+
+def _example_templates(m, clip: np.ndarray, vad, speeds: tuple[float, ...]) -> list[np.ndarray]:
+    """Per speed, the (L, dim) consecutive template steps of one example."""
+    import soxr
+
+    from polywake.train.add_word import endpoint_example
+    from wakeword_eval import _padded
+
+    c = endpoint_example(clip, vad)
+    out = []
+    for s in speeds:
+        x = c if s == 1.0 else soxr.resample(c, SR * s, SR, quality="HQ").astype(np.float32)
+        e = m.stream(_padded(x, 0.5, "ref"))
+        end = x.size / SR
+        idx = [j for j in range(len(e)) if end + SPAN_S[0] <= (j + 1) * 0.08 <= end + SPAN_S[1]]
+        out.append(e[idx])
+    return out
+
+
+class Scorer:
+    def __init__(self, variant: str, examples: list[list[np.ndarray]], cohort: np.ndarray):
+        self.variant = variant
+        use = examples if variant == "aug" else [ex[:1] for ex in examples]
+        blocks = [t for ex in use for t in ex]
+        self.seq_len = min(len(t) for t in blocks)
+        # seq: each block's first seq_len steps, in order
+        self.blocks = [t[: self.seq_len] for t in blocks]
+        self.t = np.concatenate(blocks if "seq" not in variant else self.blocks).astype(np.float32)
+        self.mu = np.zeros(len(self.t), np.float32)
+        self.sd = np.ones(len(self.t), np.float32)
+        if "tnorm" in variant:
+            s = cohort @ self.t.T
+            self.mu, self.sd = s.mean(0), s.std(0) + 1e-6
+
+    def __call__(self, e: np.ndarray) -> np.ndarray:
+        s = (e.astype(np.float32) @ self.t.T - self.mu) / self.sd
+        if "seq" not in self.variant:
+            return s.max(1)
+        L, nb = self.seq_len, len(self.blocks)
+        s = s.reshape(len(e), nb, L)
+        # mean over j of s[t - (L-1) + j, block, j]; steps before the stream start count as -1
+        pad = np.concatenate([np.full((L - 1, nb, L), s.min() if s.size else 0, np.float32), s])
+        acc = sum(pad[j: j + len(e), :, j] for j in range(L)) / L
+        return acc.max(1)
+
+
+def main() -> None:
+    from effw_distill_pilot import OUT, Matcher
+    from tqdm import tqdm
+
+    from add_word import WORDS
+    from polywake.audio import load_audio
+    from polywake.data import splits
+    from polywake.evaluate import ScoreStream, det_curve, frr_at_fa
+    from polywake.train.add_word import _example_vad
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--tag", default="p4")
+    ap.add_argument("--set", choices=["phrases", "matcher-dev"], default="matcher-dev")
+    ap.add_argument("--ks", type=int, nargs="+", default=[10])
+    ap.add_argument("--draws", type=int, default=5)
+    ap.add_argument("--fa", type=float, nargs="+", default=[0.5, 1.0])
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    a = ap.parse_args()
+
+    import effw_distill_pilot
+
+    effw_distill_pilot.OUT = OUT / a.tag
+    m = Matcher("student")
+    split = "eval" if a.set == "phrases" else "dev"
+    if a.set == "matcher-dev":
+        from polywake.train.pretrain import matcher_dev_files
+
+        items = matcher_dev_files()
+    else:
+        items = {w: [(f, "") for f in splits.real_keyword_files(folder)]
+                 for w, folder in WORDS.items()}
+    bg_files = splits.background_files(split)
+    bg = list(zip(map(str, bg_files), _embed_files(m, bg_files, f"{a.tag}-bg-{split}"),
+                  strict=True))
+    cohort_files = splits.background_files("train")
+    cohort = np.concatenate(_embed_files(m, cohort_files, f"{a.tag}-bg-train"))
+    cohort = cohort[np.random.default_rng(0).choice(len(cohort), min(COHORT_STEPS, len(cohort)),
+                                                    replace=False)].astype(np.float32)
+    pos = {w: _embed_files(m, [f for f, _ in v], f"{a.tag}-{a.set}-{w.replace(':', '_')}",
+                           pad=True) for w, v in items.items()}
+    vad = _example_vad()
+    rows: dict[str, dict[str, list[float]]] = {v: {} for v in a.variants}
+    tmpl_cache: dict[tuple[str, int], list[np.ndarray]] = {}
+    for word, its in tqdm(list(items.items()), desc="words"):
+        others = [] if a.set != "matcher-dev" else [
+            (str(f), e) for w2 in items if w2 != word
+            for (f, _), e in zip(items[w2], pos[w2], strict=True)]
+        for k in a.ks:
+            for draw in range(a.draws):
+                ex = sorted(example_draw(len(its), k, draw, word))
+                examples = []
+                for i in ex:
+                    if (word, i) not in tmpl_cache:
+                        tmpl_cache[(word, i)] = _example_templates(
+                            m, load_audio(its[i][0]), vad, (1.0, 0.9, 1.1))
+                    examples.append(tmpl_cache[(word, i)])
+                spk = {its[i][1] for i in ex} - {""}
+                held = [i for i in range(len(its)) if i not in ex and its[i][1] not in spk]
+                for v in a.variants:
+                    sc = Scorer(v, examples, cohort)
+                    p = [float(sc(pos[word][i]).max()) for i in held]
+                    negs = [ScoreStream(n, sc(e)[:, None], 0.08) for n, e in bg + others]
+                    curve = det_curve(p, negs, refractory_s=1.0)
+                    for fa in a.fa:
+                        rows[v].setdefault(f"{word}|{k}|{fa:g}", []).append(
+                            frr_at_fa(curve, fa)[0])
+    summary: dict[str, dict] = {}
+    words = list(items)
+    for k in a.ks:
+        for fa in a.fa:
+            base = None
+            for v in a.variants:
+                per_draw = np.mean([rows[v][f"{w}|{k}|{fa:g}"] for w in words], axis=0)
+                line = f"{a.set} k={k} @{fa:g} FA/h {v:>10}: {100 * per_draw.mean():5.1f} %"
+                if base is None:
+                    base = per_draw
+                else:
+                    d = per_draw - base
+                    se = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else 0.0
+                    line += f"  (vs {a.variants[0]}: {100 * d.mean():+.1f}, paired SE {100 * se:.1f})"
+                per_word = ", ".join(f"{w} {100 * np.mean(rows[v][f'{w}|{k}|{fa:g}']):.1f}"
+                                     for w in words)
+                print(line + f"\n    {per_word}", flush=True)
+                summary[f"{v}|{k}|{fa:g}"] = {"mean": float(per_draw.mean()),
+                                              "per_draw": per_draw.tolist()}
+    from polywake.audio import atomic_write_bytes
+
+    atomic_write_bytes(OUT / a.tag / f"scoring_{a.set}.json",
+                       json.dumps({"rows": rows, "summary": summary}, indent=1).encode())
+
+
+if __name__ == "__main__":
+    main()
