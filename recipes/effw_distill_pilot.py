@@ -380,12 +380,20 @@ def export_matcher(a) -> None:
     backbone.load_state_dict({k[9:]: v for k, v in sd.items() if k.startswith("backbone.")})
     backbone.eval()
     base = TemplateMatcher.from_projection(backbone, sd["proj.weight"], sd["proj.bias"])
+    # seq-tnorm scoring (docs/BENCHMARKS.md): T-norm statistics of 20,000 steps of the TRAIN
+    # background, as recipes/matcher_scoring.py measured it
+    cohort = np.concatenate([e for _, e in background_streams(backbone, "train",
+                                                               state_digest(backbone))])
+    cohort = cohort[np.random.default_rng(0).choice(len(cohort), min(20000, len(cohort)),
+                                                    replace=False)]
+    base = base.with_cohort(torch.from_numpy(cohort.astype(np.float32)))
     dev = background_streams(backbone, "dev", state_digest(backbone))
     vad, thr = _example_vad(), {}
     for word, its in matcher_dev_files().items():
         ex = example_draw(len(its), 10, 0, word)
-        per = example_templates(backbone, [load_audio(its[i][0]) for i in sorted(ex)], vad)
-        m = TemplateMatcher(backbone, base.gram, base.lin, base.const)
+        per = example_templates(backbone, [load_audio(its[i][0]) for i in sorted(ex)], vad,
+                                base.seq_len)
+        m = base.empty()
         m.add_word(word, torch.from_numpy(np.concatenate(per)))
         thr[word] = calibrate_matched(m, word, per, dev, 0.5, 0.0)["threshold"]
         print(f"{word}: threshold {thr[word]:.3f}")

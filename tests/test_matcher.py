@@ -26,11 +26,13 @@ from polywake.models.wakeword import (
 )
 
 
-def _matcher(seed: int = 0, out: int = 64) -> tuple[TemplateMatcher, torch.Tensor, torch.Tensor]:
+def _matcher(seed: int = 0, out: int = 64, cohort: bool = False
+             ) -> tuple[TemplateMatcher, torch.Tensor, torch.Tensor]:
     torch.manual_seed(seed)
     bb = Backbone(TINY).eval()
     w, b = torch.randn(out, bb.embed_dim), torch.randn(out)
-    return TemplateMatcher.from_projection(bb, w, b), w, b
+    m = TemplateMatcher.from_projection(bb, w, b)
+    return (m.with_cohort(torch.randn(500, bb.embed_dim)) if cohort else m), w, b
 
 
 def test_folded_metric_equals_cosine_in_the_projected_space() -> None:
@@ -53,34 +55,36 @@ def test_padding_words_to_one_template_count_keeps_each_maximum() -> None:
     m.add_word("one", torch.randn(1, m.embed_dim))
     m.add_word("four", torch.randn(4, m.embed_dim))
     u, c = m.fused()
-    assert u.shape == (2, 4, m.embed_dim) and c.shape == (2, 4)
+    assert u.shape == (2, 4, 1, m.embed_dim + 1) and c.shape == (2, 4)
     e = torch.randn(1, 5, m.embed_dim)
     alone = TemplateMatcher(m.backbone, m.gram, m.lin, m.const)
-    alone.add_templates("one", m.u[0].data, m.c[0].data)
+    alone.add_templates("one", m.u[0].data, m.c[0].data, m.b[0].data)
     torch.testing.assert_close(m.score(e)[..., 0], alone.score(e)[..., 0])
     m.remove_word("one")
-    assert m.words == ["four"] and m.fused()[0].shape == (1, 4, m.embed_dim)
+    assert m.words == ["four"] and m.fused()[0].shape == (1, 4, 1, m.embed_dim + 1)
     with pytest.raises(ValueError, match="already"):
         m.add_word("four", torch.randn(2, m.embed_dim))
     with pytest.raises(ValueError, match="expected"):
         m.add_word("bad", torch.randn(2, m.embed_dim + 1))
 
 
-def _model(tmp_path: Path) -> Path:
+def _model(tmp_path: Path, cohort: bool = False) -> Path:
     torch.manual_seed(1)
     bb = Backbone(TINY).eval()
     heads = WakeWordHeads(bb.embed_dim, ["alexa", "echo"], hidden=8)
-    m, _, _ = _matcher(2)
-    m.add_word("hey jarvis", torch.randn(6, m.embed_dim))
-    m.add_word("snowboy", torch.randn(3, m.embed_dim))
+    m, _, _ = _matcher(2, cohort=cohort)
+    m.add_word("hey jarvis", torch.randn(6 * m.seq_len, m.embed_dim))
+    m.add_word("snowboy", torch.randn(3 * m.seq_len, m.embed_dim))
     return save_checkpoint(tmp_path / "m.safetensors", backbone=bb, heads=heads,
                            card={"words": ["alexa", "echo", "hey jarvis", "snowboy"],
                                  "per_word": {}}, matcher=m)
 
 
-def test_checkpoint_round_trip_and_streaming_equals_batch(tmp_path: Path) -> None:
-    path = _model(tmp_path)
+@pytest.mark.parametrize("cohort", [False, True], ids=["max-cosine", "seq-tnorm"])
+def test_checkpoint_round_trip_and_streaming_equals_batch(tmp_path: Path, cohort: bool) -> None:
+    path = _model(tmp_path, cohort)
     model = load_model(path)
+    assert model.matcher.scoring == ("seq-tnorm" if cohort else "max-cosine")
     assert model.words == ["alexa", "echo", "hey jarvis", "snowboy"]
     assert load_checkpoint(path)[1].words == ["alexa", "echo"]  # the heads alone, as before
     assert load_matcher(path).words == ["hey jarvis", "snowboy"]
@@ -96,12 +100,13 @@ def test_checkpoint_round_trip_and_streaming_equals_batch(tmp_path: Path) -> Non
     assert float(batch[..., 2:].min()) >= 0 and float(batch[..., 2:].max()) <= 1
 
 
-def test_matched_words_run_the_same_in_torch_numpy_and_onnx(tmp_path: Path) -> None:
+@pytest.mark.parametrize("cohort", [False, True], ids=["max-cosine", "seq-tnorm"])
+def test_matched_words_run_the_same_in_torch_numpy_and_onnx(tmp_path: Path, cohort: bool) -> None:
     pytest.importorskip("onnxruntime")
     from polywake.export import compare_scores, export_checkpoint
     from polywake.model_io import load_scorer
 
-    path = _model(tmp_path)
+    path = _model(tmp_path, cohort)
     pwk = export_checkpoint(path, tmp_path / "m.pwk")
     audio = (np.random.default_rng(0).standard_normal(16000 * 3) * 0.1).astype(np.float32)
     for backend in ("numpy", "onnx"):
@@ -228,11 +233,17 @@ def test_the_shipped_matcher_base_loads_and_matches_a_repeat() -> None:
     assert 0.5 < card["default_threshold"] < 1.0 and m.backbone.config.name == "standard"
     clip = load_audio(Path(__file__).parents[1] / "src/polywake/assets/examples/"
                       "alexa_hey_samuel.flac")
-    per = example_templates(m.backbone, [clip])
-    assert per[0].shape[0] >= 2
+    assert m.scoring == "seq-tnorm"
+    per = example_templates(m.backbone, [clip], seq_len=m.seq_len)
+    assert per[0].shape == (m.seq_len, m.embed_dim)
     m.add_word("x", torch.from_numpy(per[0]))
     with torch.no_grad():
-        assert float(m.score(torch.from_numpy(per[0][None]))[0, :, 0].max()) > 0.999
+        # seq-tnorm: the example's own steps score at least as high in their own order; a perfect
+        # match reads (1 - cohort mean) / cohort spread, not 1.0
+        fwd = float(m.score(torch.from_numpy(per[0][None]))[0, -1, 0])
+        rev = float(m.score(torch.from_numpy(per[0][None, ::-1].copy()))[0, -1, 0])
+        noise = float(m.score(torch.randn(1, 20, m.embed_dim)).max())
+    assert fwd > 0.2 and fwd >= rev - 0.01 and fwd > noise + 0.1, (fwd, rev, noise)
     with pytest.raises(Exception, match="not a matcher base"):
         load_matcher_base(Path(__file__).parents[1] / "src/polywake/assets/backbone.safetensors")
 
@@ -251,7 +262,8 @@ def test_the_shipped_matcher_tells_a_real_word_from_noise() -> None:
     torch.set_num_threads(1)
     m, card = load_matcher_base()
     files = splits.real_keyword_files(dict(splits.REAL_EVAL_PHRASES)["jarvis"])
-    per = example_templates(m.backbone, [load_audio(f) for f in files[:10]], _example_vad())
+    per = example_templates(m.backbone, [load_audio(f) for f in files[:10]], _example_vad(),
+                            m.seq_len)
     m.add_word("jarvis", torch.from_numpy(np.concatenate(per)))
 
     def score(x: np.ndarray) -> float:
@@ -287,3 +299,36 @@ def test_example_warnings_name_the_odd_example_out() -> None:
                             "alexa_hey_samuel.flac")
         w = example_warnings({"example_scores": [0.8] * 4}, silent[:1] + [speech] * 3, vad)
         assert w == ["example 1: no speech found by the VAD (silence or noise?)"]
+
+
+def test_seq_tnorm_equals_its_definition_in_the_projected_space() -> None:
+    """Each template step's cosine standardised over the cohort, averaged over an example's
+    SEQ_STEPS steps matched in order, the best example, sigmoid(z - Z_CENTER)."""
+    from polywake.models.matcher import SEQ_STEPS, Z_CENTER
+
+    torch.manual_seed(3)
+    bb = Backbone(TINY).eval()
+    w, b = torch.randn(64, bb.embed_dim), torch.randn(64)
+    cohort = torch.randn(400, bb.embed_dim)
+    m = TemplateMatcher.from_projection(bb, w, b).with_cohort(cohort)
+    L = m.seq_len
+    assert L == SEQ_STEPS > 1
+    ex = torch.randn(2 * L, bb.embed_dim)
+    m.add_word("w", ex)
+
+    def cos(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        px, py = x.double() @ w.T.double() + b.double(), y.double() @ w.T.double() + b.double()
+        return torch.nn.functional.cosine_similarity(px[:, None], py[None], dim=-1)
+
+    cc = cos(cohort, ex)  # (400, 2L)
+    mu, sd = cc.mean(0), cc.std(0)
+    e = torch.randn(9, bb.embed_dim)
+    z = (cos(e, ex) - mu) / sd  # (9, 2L)
+    want = []
+    for t in range(L - 1, 9):
+        best = max(float(sum(z[t - L + 1 + j, i * L + j] for j in range(L))) / L for i in range(2))
+        want.append(torch.sigmoid(torch.tensor(best - Z_CENTER)))
+    got = m.score(e[None])[0, L - 1:, 0]
+    torch.testing.assert_close(got.double(), torch.stack(want).double(), atol=1e-4, rtol=1e-3)
+    with pytest.raises(ValueError, match="expected"):
+        m.add_word("x", torch.randn(L + 1, bb.embed_dim))  # not whole examples

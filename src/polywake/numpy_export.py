@@ -84,14 +84,22 @@ class _Writer:
         return program + [self.layer(f"{prefix}backbone.{i}", m) for i, m in enumerate(b.layers)]
 
     def matcher(self, m: TemplateMatcher) -> list[dict]:
-        u, c = (t.detach().double().numpy() for t in m.fused())
-        w, n, d = u.shape
+        weight, bias = (t.detach().double().numpy() for t in m.fused())
+        w, n, seq, k = weight.shape
+        metric = {"gram": self.put("matcher.gram", m.gram.double().numpy()),
+                  "lin": self.put("matcher.lin", m.lin.double().numpy()),
+                  "const": self.put("matcher.const", m.const.double().numpy().reshape(1)),
+                  "words": int(w)}
+        if seq == 1:  # max-cosine scoring, the op every older .pwk holds
+            return self.backbone("matcher.", m.backbone) + [{
+                "op": "cosine_max", **metric,
+                "templates": self.put("matcher.templates", weight[:, :, 0, :-1].reshape(
+                    w * n, k - 1)),
+                "offsets": self.put("matcher.offsets", weight[:, :, 0, -1].reshape(w * n))}]
         return self.backbone("matcher.", m.backbone) + [{
-            "op": "cosine_max", "gram": self.put("matcher.gram", m.gram.double().numpy()),
-            "lin": self.put("matcher.lin", m.lin.double().numpy()),
-            "const": self.put("matcher.const", m.const.double().numpy().reshape(1)),
-            "templates": self.put("matcher.templates", u.reshape(w * n, d)),
-            "offsets": self.put("matcher.offsets", c.reshape(w * n)), "words": int(w)}]
+            "op": "cosine_seq", **metric,
+            "weight": self.put("matcher.weight", weight.reshape(w * n, seq, k)),
+            "bias": self.put("matcher.bias", bias.reshape(w * n))}, {"op": "sigmoid"}]
 
 
 def numpy_section(model) -> tuple[list[dict], dict[str, np.ndarray]]:

@@ -21,6 +21,11 @@ frames and ends as (k, words) probabilities:
   for each of the ``w`` words the largest ``(x·u + c) / sqrt(xᵀGx + 2 g·x + β)`` over its
   templates (``templates`` (w * n, dim) rows u, ``offsets`` (w * n,) c, n per word), floored at
   0 and capped at 1.
+* ``{"op": "cosine_seq", "gram": T, "lin": T, "const": T, "weight": T, "bias": T, "words": w}``:
+  seq-tnorm matched words: the features ``[x, 1] / sqrt(xᵀGx + 2 g·x + β)``, a causal conv of
+  ``seq`` taps over them (``weight`` (w * n, seq, dim + 1), ``bias`` (w * n,); its state, the
+  last seq - 1 features, is one more (seq - 1, dim + 1) state array), then the largest of each
+  word's n outputs; a ``sigmoid`` op follows it.
 
 ``T`` names a tensor of the section. The state is one (p, cin) float32 array per conv with
 p > 0, in program order: the ONNX graph's ``state_i`` (there (1, cin, p)), time-major.
@@ -57,7 +62,7 @@ MAX_DENSE_WEIGHTS = 32 * 1024 * 1024
 MAX_STATE_FLOATS = 1024 * 1024  # likewise for the carried state (the standard model: 4.3k)
 
 (_SCALE_SHIFT, _CONV, _PUSH, _ADD_RELU, _SIGMOID, _CONV1, _FORK, _NEXT, _JOIN,
- _COSINE_MAX) = range(10)
+ _COSINE_MAX, _COSINE_SEQ) = range(11)
 _ONE, _EXP_CLIP = np.float32(1.0), np.float32(88.0)
 _ALIGN = 16  # floats: the dense matrices start on 64-byte boundaries
 
@@ -202,6 +207,10 @@ class _Compiler:
                 args = self.cosine_max(op, channels)
                 channels = args[5]
                 self.ops.append((_COSINE_MAX, args))
+            elif kind == "cosine_seq":
+                args = self.cosine_seq(op, channels)
+                channels = args[5]
+                self.ops.append((_COSINE_SEQ, args))
             else:
                 raise self.fail(f"unknown op {kind!r}")
         return channels, stride
@@ -220,6 +229,27 @@ class _Compiler:
             raise self.fail("the templates are too large")
         return (np.ascontiguousarray(gram), lin.copy(), np.float32(const[0]),
                 np.ascontiguousarray(u.T), c.copy(), w, u.shape[0] // w)
+
+    def cosine_seq(self, op: dict, channels: int | None) -> tuple:
+        gram, lin = self.tensor(op, "gram", 2), self.tensor(op, "lin", 1)
+        const, wt = self.tensor(op, "const", 1), self.tensor(op, "weight", 3)
+        bias, w = self.tensor(op, "bias", 1), self.integer(op, "words", 1 << 16)
+        rows, seq, k = wt.shape
+        d = k - 1
+        if channels != d or gram.shape != (d, d) or lin.shape != (d,) or const.shape != (1,) \
+                or rows == 0 or rows % w or bias.shape != (rows,) or not 2 <= seq <= MAX_KERNEL:
+            raise self.fail(f"cosine_seq: weight {wt.shape} of {w} words, gram {gram.shape}, "
+                            f"on {channels} channels")
+        self.dense += wt.size + gram.size
+        self.state_floats += (seq - 1) * k
+        if self.dense > MAX_DENSE_WEIGHTS or self.state_floats > MAX_STATE_FLOATS:
+            raise self.fail("the templates are too large")
+        state = len(self.state_shapes)
+        self.state_shapes.append((seq - 1, k))
+        # (seq, k, rows): tap j's matrix is one contiguous slice
+        taps = np.ascontiguousarray(wt.transpose(1, 2, 0))
+        return (np.ascontiguousarray(gram), lin.copy(), np.float32(const[0]), taps,
+                bias.copy(), w, rows // w, state)
 
     def conv(self, op: dict, channels: int | None) -> _Conv:
         w, b = self.tensor(op, "weight", 3), self.tensor(op, "bias", 1)
@@ -271,7 +301,7 @@ def _plan(code: int, a: Any) -> tuple:
             return (_CONV1, a.weight, a.bias, a.relu)
         return (_CONV, a.weight, a.bias, a.relu, a.pad, a.state, a.span, a.stride, a.kernel,
                 a.cin, a.strides, a.dilation)
-    if code in (_SCALE_SHIFT, _COSINE_MAX):
+    if code in (_SCALE_SHIFT, _COSINE_MAX, _COSINE_SEQ):
         return (code, *a)
     return (code,)
 
@@ -376,6 +406,22 @@ class NumpyScorer:
                 sims = (x @ ut + offs).reshape(x.shape[0], w, n).max(2)
                 x = np.clip(sims / np.sqrt(maximum(norm, f32(1e-12)))[:, None], 0.0, 1.0,
                             dtype=f32)
+            elif code == _COSINE_SEQ:
+                # seq-tnorm matched words (models/matcher.py): features [x, 1] / |P x + b|,
+                # a causal conv of seq taps over them (state: the last seq - 1 features),
+                # the best example of each word
+                _, gram, lin, const, taps, bias, w, n, si = op
+                norm = ((x @ gram) * x).sum(1) + 2 * (x @ lin) + const
+                a = concatenate((x, np.ones((x.shape[0], 1), f32)), axis=1)
+                a /= np.sqrt(maximum(norm, f32(1e-12)))[:, None]
+                xx = concatenate((state[si], a))
+                seq, steps = taps.shape[0], a.shape[0]
+                new[si] = xx[-(seq - 1):]
+                z = xx[:steps] @ taps[0]
+                for j in range(1, seq):
+                    z += xx[j:j + steps] @ taps[j]
+                z += bias
+                x = z.reshape(steps, w, n).max(2)
             else:  # _SIGMOID. Clipping at -88 keeps exp finite in float32 without an errstate
                 # (scores below sigmoid(-88) ~ 6e-39 read as that); 1 / (1 + e) keeps the
                 # relative precision of small scores, which calibrated thresholds can reach.

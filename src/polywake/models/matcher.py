@@ -35,9 +35,20 @@ TEMPLATE_SPAN_S = (0.0, 0.32)
 STEP_S = 0.08
 
 
+# Scoring "seq-tnorm" (docs/BENCHMARKS.md, "How a matched word's step is scored"): an
+# example's SEQ_STEPS consecutive template steps are matched in order against the last
+# SEQ_STEPS stream steps, each similarity standardised by its template's mean and spread over
+# a cohort of negative audio (T-norm), their mean is the example's score, and the word's score
+# is sigmoid(best example - Z_CENTER). A matcher base without cohort statistics (and every
+# model file written before it) scores as before: one step, max cosine, clamped to [0, 1].
+SEQ_STEPS = 4
+Z_CENTER = 4.0
+
+
 class TemplateMatcher(nn.Module):
     def __init__(self, backbone: Backbone, gram: torch.Tensor, lin: torch.Tensor,
-                 const: torch.Tensor) -> None:
+                 const: torch.Tensor, cohort_mean: torch.Tensor | None = None,
+                 cohort_cov: torch.Tensor | None = None) -> None:
         super().__init__()
         d = backbone.embed_dim
         if gram.shape != (d, d) or lin.shape != (d,) or const.numel() != 1:
@@ -47,11 +58,26 @@ class TemplateMatcher(nn.Module):
         self.register_buffer("gram", gram.float().contiguous())
         self.register_buffer("lin", lin.float().contiguous())
         self.register_buffer("const", const.float().reshape(()))
+        self.seq_len = 1
+        if (cohort_mean is None) != (cohort_cov is None):
+            raise ValueError("give both cohort statistics or neither")
+        if cohort_mean is not None and cohort_cov is not None:
+            if cohort_mean.shape != (d + 1,) or cohort_cov.shape != (d + 1, d + 1):
+                raise ValueError(f"cohort statistics {tuple(cohort_mean.shape)}, "
+                                 f"{tuple(cohort_cov.shape)} do not fit a {d}-d backbone")
+            self.register_buffer("cohort_mean", cohort_mean.double().contiguous())
+            self.register_buffer("cohort_cov", cohort_cov.double().contiguous())
+            self.seq_len = SEQ_STEPS
         self.words: list[str] = []
         # Per word its own tensors (as the heads), so adding or removing a word never touches
         # another word's numbers; fused() pads them into one tensor for the run-time op.
-        self.u = nn.ParameterList()  # each (n_templates, dim)
-        self.c = nn.ParameterList()  # each (n_templates,)
+        self.u = nn.ParameterList()  # each (n_examples, seq_len, dim)
+        self.c = nn.ParameterList()  # each (n_examples, seq_len)
+        self.b = nn.ParameterList()  # each (n_examples,)
+
+    @property
+    def scoring(self) -> str:
+        return "seq-tnorm" if self.seq_len > 1 else "max-cosine"
 
     @classmethod
     def from_projection(cls, backbone: Backbone, weight: torch.Tensor,
@@ -61,81 +87,146 @@ class TemplateMatcher(nn.Module):
         p, b = weight.detach().double(), bias.detach().double()
         return cls(backbone, p.T @ p, p.T @ b, (b @ b).reshape(()))
 
+    def with_cohort(self, emb: torch.Tensor) -> TemplateMatcher:
+        """A matcher without words on the same metric, with the T-norm statistics of the
+        cohort's step embeddings ``emb`` (n, dim): the mean and covariance of the normalised
+        features :meth:`features`, so each template's mean and spread over the cohort is one
+        dot product and one quadratic form (float64)."""
+        a = self.features(emb.double()[None])[0]
+        mean = a.mean(0)
+        cov = (a - mean).T @ (a - mean) / max(1, a.shape[0] - 1)
+        return TemplateMatcher(self.backbone, self.gram, self.lin, self.const, mean, cov)
+
+    def empty(self) -> TemplateMatcher:
+        """A matcher without words on the same backbone, metric and cohort statistics."""
+        cohort = (self.cohort_mean, self.cohort_cov) if self.seq_len > 1 else (None, None)
+        return TemplateMatcher(self.backbone, self.gram, self.lin, self.const, *cohort)
+
     @property
     def embed_dim(self) -> int:
         return self.backbone.embed_dim
 
-    def templates_of(self, emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Step embeddings (n, dim) of a word's examples -> its (u, c) templates."""
+    def features(self, emb: torch.Tensor) -> torch.Tensor:
+        """(batch, steps, dim) -> (batch, steps, dim + 1): ``[e, 1] / |P e + b|``, so that a
+        template's cosine is one dot product with ``[u, c]``."""
+        gram, lin, const = (t.to(emb.dtype) for t in (self.gram, self.lin, self.const))
+        norm = ((emb @ gram) * emb).sum(-1) + (emb * (2 * lin)).sum(-1) + const
+        ones = torch.ones_like(emb[..., :1])
+        return torch.cat([emb, ones], -1) / norm.clamp_min(1e-12).sqrt()[..., None]
+
+    def templates_of(self, emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Template steps (n * seq_len, dim), ``seq_len`` consecutive steps per example ->
+        that word's (u, c, b)."""
         e = emb.double()
         gram, lin, const = self.gram.double(), self.lin.double(), self.const.double()
         ge = e @ gram
         norm = ((ge * e).sum(-1) + 2 * e @ lin + const).clamp_min(1e-12).sqrt()
         u = (ge + lin) / norm[:, None]
         c = (e @ lin + const) / norm
-        return u.float(), c.float()
+        L = self.seq_len
+        u, c = u.reshape(-1, L, e.shape[1]), c.reshape(-1, L)
+        b = torch.zeros(u.shape[0], dtype=torch.float64)
+        if L > 1:
+            w = torch.cat([u, c[..., None]], -1)  # (n, L, dim + 1)
+            mu = w @ self.cohort_mean
+            sd = torch.einsum("nlk,kj,nlj->nl", w, self.cohort_cov, w).clamp_min(1e-12).sqrt()
+            u, c = u / (sd * L)[..., None], c / (sd * L)
+            b = -(mu / (sd * L)).sum(-1) - Z_CENTER
+        return u.float(), c.float(), b.float()
 
     def add_word(self, word: str, emb: torch.Tensor) -> None:
-        """Add ``word`` with its examples' template steps ``emb`` (n, dim)."""
+        """Add ``word`` with its examples' template steps ``emb`` (n * seq_len, dim)."""
         if word in self.words:
             raise ValueError(f"word {word!r} is already matched by this model")
-        if emb.ndim != 2 or emb.shape[0] == 0 or emb.shape[1] != self.embed_dim:
+        if emb.ndim != 2 or emb.shape[0] == 0 or emb.shape[1] != self.embed_dim \
+                or emb.shape[0] % self.seq_len:
             raise ValueError(f"{word!r}: template embeddings {tuple(emb.shape)}, expected "
-                             f"(n >= 1, {self.embed_dim})")
+                             f"(n * {self.seq_len}, {self.embed_dim}), n >= 1")
         self.add_templates(word, *self.templates_of(emb))
 
-    def add_templates(self, word: str, u: torch.Tensor, c: torch.Tensor) -> None:
-        """Add ``word`` with ready templates (as a checkpoint stores them)."""
+    def add_templates(self, word: str, u: torch.Tensor, c: torch.Tensor,
+                      b: torch.Tensor | None = None) -> None:
+        """Add ``word`` with ready templates (as a checkpoint stores them; a file written
+        before seq-tnorm scoring has (n, dim) and (n,) and no ``b``)."""
         if word in self.words:
             raise ValueError(f"word {word!r} is already matched by this model")
-        if u.ndim != 2 or u.shape[0] == 0 or u.shape[1] != self.embed_dim \
-                or c.shape != (u.shape[0],):
-            raise ValueError(f"{word!r}: templates {tuple(u.shape)} / {tuple(c.shape)}")
+        if u.ndim == 2 and c.ndim == 1 and self.seq_len == 1:
+            u, c = u[:, None], c[:, None]
+        if b is None:
+            b = torch.zeros(u.shape[0] if u.ndim else 0)
+        if u.ndim != 3 or u.shape[0] == 0 or u.shape[1:] != (self.seq_len, self.embed_dim) \
+                or c.shape != u.shape[:2] or b.shape != (u.shape[0],):
+            raise ValueError(f"{word!r}: templates {tuple(u.shape)} / {tuple(c.shape)} / "
+                             f"{tuple(b.shape)} for {self.seq_len}-step matching")
         self.u.append(nn.Parameter(u.float().contiguous(), requires_grad=False))
         self.c.append(nn.Parameter(c.float().contiguous(), requires_grad=False))
+        self.b.append(nn.Parameter(b.float().contiguous(), requires_grad=False))
         self.words.append(word)
 
     def remove_word(self, word: str) -> None:
         i = self.words.index(word)
-        for plist in (self.u, self.c):
+        for plist in (self.u, self.c, self.b):
             kept = [p for j, p in enumerate(plist) if j != i]
             plist.__init__(kept)
         self.words.pop(i)
 
     def fused(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """All words' templates as (words, n_max, dim) and (words, n_max): a word with fewer
-        templates repeats its first one, which leaves its maximum unchanged."""
+        """All words' templates as (words, n_max, seq_len, dim + 1) weights ``[u, c]`` and
+        (words, n_max) biases: a word with fewer examples repeats its first one, which leaves
+        its maximum unchanged."""
         n = max(u.shape[0] for u in self.u)
-        us, cs = [], []
-        for u, c in zip(self.u, self.c, strict=True):
+        ws, bs = [], []
+        for u, c, b in zip(self.u, self.c, self.b, strict=True):
+            w = torch.cat([u, c[..., None]], -1)
             pad = n - u.shape[0]
-            us.append(torch.cat([u, u[:1].expand(pad, -1)]) if pad else u)
-            cs.append(torch.cat([c, c[:1].expand(pad)]) if pad else c)
-        return torch.stack(us), torch.stack(cs)
+            ws.append(torch.cat([w, w[:1].expand(pad, -1, -1)]) if pad else w)
+            bs.append(torch.cat([b, b[:1].expand(pad)]) if pad else b)
+        return torch.stack(ws), torch.stack(bs)
 
-    def score(self, emb: torch.Tensor) -> torch.Tensor:
-        """(batch, steps, dim) student embeddings -> (batch, steps, words) scores in [0, 1]."""
-        u, c = self.fused()
-        w, n, d = u.shape
+    def _score_features(self, a: torch.Tensor, history: torch.Tensor | None) -> torch.Tensor:
+        """(batch, steps, dim + 1) features (and the seq_len - 1 before them) -> scores."""
+        w, b = self.fused()
+        nw, n, L, k = w.shape
+        x = a if history is None else torch.cat([history, a], 1)
+        steps = a.shape[1]
         # Written without a scaled or transposed MatMul: onnxruntime 1.32's MatMulScaleFusion
         # and MatmulTransposeFusion turned those into wrong numbers for steps > 1 (found by
         # tests/test_matcher.py against torch).
-        norm = ((emb @ self.gram) * emb).sum(-1) + (emb * (2 * self.lin)).sum(-1) + self.const
-        sims = torch.einsum("bsd,md->bsm", emb, u.reshape(w * n, d)) + c.reshape(w * n)
-        sims = sims.unflatten(-1, (w, n)).amax(-1)
-        return (sims / norm.clamp_min(1e-12).sqrt()[..., None]).clamp(0.0, 1.0)
+        z = b.reshape(nw * n)
+        for j in range(L):
+            z = z + torch.einsum("bsk,mk->bsm", x[:, j:j + steps], w[:, :, j].reshape(nw * n, k))
+        z = z.unflatten(-1, (nw, n)).amax(-1)
+        return torch.sigmoid(z) if L > 1 else z.clamp(0.0, 1.0)
+
+    def score(self, emb: torch.Tensor) -> torch.Tensor:
+        """(batch, steps, dim) student embeddings -> (batch, steps, words) scores in [0, 1];
+        the steps before the first count as all-zero features."""
+        a = self.features(emb)
+        hist = a.new_zeros(a.shape[0], self.seq_len - 1, a.shape[2]) if self.seq_len > 1 \
+            else None
+        return self._score_features(a, hist)
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         """(batch, frames, mels) -> scores (batch, steps, words)."""
         return self.score(self.backbone(feats))
 
     def init_state(self, batch: int = 1) -> list[torch.Tensor]:
-        return self.backbone.init_state(batch)
+        # the last seq_len - 1 steps' features, channel-major as the convs' states
+        extra = [torch.zeros(batch, self.embed_dim + 1, self.seq_len - 1)] \
+            if self.seq_len > 1 else []
+        return self.backbone.init_state(batch) + extra
 
     def stream(self, feats: torch.Tensor, state: list[torch.Tensor]
                ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        emb, new = self.backbone.stream(feats, state)
-        return self.score(emb), new
+        nb = self.backbone.n_states
+        emb, new = self.backbone.stream(feats, state[:nb])
+        a = self.features(emb)
+        if self.seq_len == 1:
+            return self._score_features(a, None), new
+        hist = state[nb].transpose(1, 2)
+        scores = self._score_features(a, hist)
+        keep = torch.cat([hist, a], 1)[:, -(self.seq_len - 1):]
+        return scores, new + [keep.transpose(1, 2)]
 
 
 def template_steps(n_steps: int, end_s: float) -> list[int]:

@@ -117,7 +117,7 @@ def save_checkpoint(path: str | Path, *, backbone: Backbone,
                                     "context": heads.context})
     if matcher is not None and matcher.words:
         tensors.update({f"matcher.{k}": v for k, v in _flat_tensors(matcher).items()})
-        meta["matcher"] = json.dumps({"words": matcher.words,
+        meta["matcher"] = json.dumps({"words": matcher.words, "scoring": matcher.scoring,
                                       "backbone_config": matcher.backbone.config.to_dict()})
     for k, v in (extra_tensors or {}).items():
         tensors[f"extra.{k}"] = v.detach().contiguous()
@@ -143,7 +143,10 @@ def save_matcher_base(path: str | Path, matcher: TemplateMatcher, card: dict) ->
     return save_checkpoint(path, backbone=matcher.backbone, card={**card, "kind": "matcher"},
                            extra_tensors={"matcher_gram": matcher.gram,
                                           "matcher_lin": matcher.lin,
-                                          "matcher_const": matcher.const.reshape(1)})
+                                          "matcher_const": matcher.const.reshape(1),
+                                          **({"matcher_cohort_mean": matcher.cohort_mean,
+                                              "matcher_cohort_cov": matcher.cohort_cov}
+                                             if matcher.seq_len > 1 else {})})
 
 
 def load_matcher_base(path: str | Path = MATCHER_BASE) -> tuple[TemplateMatcher, dict]:
@@ -155,7 +158,8 @@ def load_matcher_base(path: str | Path = MATCHER_BASE) -> tuple[TemplateMatcher,
                              f"{card.get('kind')!r})")
     try:
         m = TemplateMatcher(backbone, extra["matcher_gram"], extra["matcher_lin"],
-                            extra["matcher_const"])
+                            extra["matcher_const"], extra.get("matcher_cohort_mean"),
+                            extra.get("matcher_cohort_cov"))
     except ValueError as e:
         raise ModelFileError(f"{path}: {e}") from e
     return m.eval(), card
@@ -217,9 +221,10 @@ def _load(path: str | Path) -> tuple[Backbone, WakeWordHeads | None, dict,
             mt = {k[8:]: v for k, v in tensors.items() if k.startswith("matcher.")}
             mb = Backbone(BackboneConfig.from_dict(mm["backbone_config"]))
             mb.load_state_dict({k[9:]: v for k, v in mt.items() if k.startswith("backbone.")})
-            matcher = TemplateMatcher(mb, mt["gram"], mt["lin"], mt["const"])
+            matcher = TemplateMatcher(mb, mt["gram"], mt["lin"], mt["const"],
+                                      mt.get("cohort_mean"), mt.get("cohort_cov"))
             for i, word in enumerate(mm["words"]):
-                matcher.add_templates(word, mt[f"u.{i}"], mt[f"c.{i}"])
+                matcher.add_templates(word, mt[f"u.{i}"], mt[f"c.{i}"], mt.get(f"b.{i}"))
             matcher.eval()
     except (RuntimeError, KeyError, ValueError, TypeError, AttributeError, IndexError,
             RecursionError, ZeroDivisionError) as e:

@@ -263,17 +263,20 @@ def remove_word(model_in: Path, word: str, out: Path) -> Path:
 QUIET_TAIL_S = 0.5  # room after an example, so the steps that trail its end exist
 
 
-def example_templates(backbone, examples: list[np.ndarray], vad=None) -> list[np.ndarray]:
+def example_templates(backbone, examples: list[np.ndarray], vad=None,
+                      seq_len: int = 1) -> list[np.ndarray]:
     """Per example, its template steps' embeddings (n, dim) in ``backbone`` (the matcher's):
     the example cut to its speech (:func:`endpoint_example`), a quiet tail appended, streamed
     as the Detector streams, and the steps that end 0-320 ms after the speech ends
     (:func:`polywake.models.matcher.template_steps`). Examples too short to give a step are
     skipped (an empty array)."""
-    return cut_templates(backbone, [endpoint_example(clip, vad) for clip in examples])
+    return cut_templates(backbone, [endpoint_example(clip, vad) for clip in examples], seq_len)
 
 
-def cut_templates(backbone, cuts: list[np.ndarray]) -> list[np.ndarray]:
-    """:func:`example_templates` of examples already cut to their speech."""
+def cut_templates(backbone, cuts: list[np.ndarray], seq_len: int = 1) -> list[np.ndarray]:
+    """:func:`example_templates` of examples already cut to their speech. ``seq_len`` > 1
+    (seq-tnorm matching): each example's first ``seq_len`` template steps, or none when it
+    has fewer."""
     from ..models.matcher import template_steps
     from .windows import embed_stream
 
@@ -282,7 +285,10 @@ def cut_templates(backbone, cuts: list[np.ndarray]) -> list[np.ndarray]:
     for c in cuts:
         tail = rng.standard_normal(int(QUIET_TAIL_S * SAMPLE_RATE)) * 10 ** (-60 / 20)
         e = embed_stream(backbone, np.concatenate([c, tail.astype(np.float32)]))
-        out.append(e[template_steps(len(e), c.size / SAMPLE_RATE)].astype(np.float32))
+        t = e[template_steps(len(e), c.size / SAMPLE_RATE)].astype(np.float32)
+        if seq_len > 1:
+            t = t[:seq_len] if len(t) >= seq_len else t[:0]
+        out.append(t)
     return out
 
 
@@ -314,7 +320,7 @@ def calibrate_matched(matcher, word: str, per_example: list[np.ndarray],
         if not others or not e.size:
             per_score.append(None)
             continue
-        loo = TemplateMatcher(matcher.backbone, matcher.gram, matcher.lin, matcher.const)
+        loo = matcher.empty()
         loo.add_word(word, torch.from_numpy(np.concatenate(others)))
         pos.append(float(scores(e, loo, 0).max()))
         per_score.append(round(pos[-1], 4))
@@ -368,7 +374,7 @@ def add_matched_word(model_in: Path, phrase: str, out: Path, examples: list[np.n
         raise SystemExit(f"{phrase!r} is already in {model_in}; remove it first")
     vad = _example_vad()
     cuts = [endpoint_example(x, vad) for x in examples]
-    per_example = cut_templates(matcher.backbone, cuts)
+    per_example = cut_templates(matcher.backbone, cuts, matcher.seq_len)
     if not any(e.size for e in per_example):
         raise SystemExit(f"{phrase!r}: no example is long enough to give a template")
     matcher.add_word(phrase, torch.from_numpy(np.concatenate(per_example)))
