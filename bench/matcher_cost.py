@@ -6,7 +6,7 @@ five trained heads (issue 10 / the brief's "cost almost flat as words are added"
 The models are the shipped default (five trained heads on the standard backbone) and the same
 model with 1 and 5 matched words added with `add_matched_word`'s data layout (40 templates
 each: 10 examples x 4 steps, the typical k = 10 count) on the shipped matcher base; as in
-bench/streaming.py, the matched words' offsets are set far negative so that no candidate opens
+bench/streaming.py, the matched words' biases are set far negative so that no candidate opens
 (the decisions' Python cost would otherwise depend on random scores). Timing and memory use
 bench/streaming.py's fresh worker processes (one pinned core, interleaved passes, fastest pass;
 peak RSS over a numpy-only baseline process), both backends.
@@ -47,9 +47,10 @@ def build(tmp: Path) -> list[dict]:
             matcher, _ = load_matcher_base()
             g = torch.Generator().manual_seed(m)
             for i in range(m):
+                n, seq = TEMPLATES // matcher.seq_len, matcher.seq_len
                 matcher.add_templates(f"matched {i}",
-                                      torch.randn(TEMPLATES, matcher.embed_dim, generator=g),
-                                      torch.full((TEMPLATES,), -1e4))
+                                      torch.randn(n, seq, matcher.embed_dim, generator=g),
+                                      torch.zeros(n, seq), torch.full((n,), -1e4))
         ckpt = save_checkpoint(tmp / f"m{m}.safetensors", backbone=backbone, heads=heads,
                                card=card, matcher=matcher)
         pwk = export_checkpoint(ckpt, tmp / f"m{m}.pwk")
