@@ -14,8 +14,10 @@ The 2,048-d vectors are never formed at run time. With ``G = PᵀP``, ``g = Pᵀ
     u_k = (G e_k + g) / n_k,   c_k = (g·e_k + β) / n_k,
 
 so a step costs one 128 × 128 product and one dot product per template, and the matcher ships
-G, g, β (the *metric*) instead of the 2,048 × 128 projection. A word's score is the largest of
-its templates' similarities, floored at 0 so that it reads like the heads' probabilities.
+G, g, β (the *metric*) instead of the 2,048 × 128 projection. With cohort statistics (the
+shipped base since 2026-12-06) a word is scored seq-tnorm (see ``SEQ_STEPS`` below); without
+them, as every file written before, its score is the largest of its templates' similarities,
+floored at 0 so that it reads like the heads' probabilities.
 
 The matcher has its own backbone (the distilled student), beside the model's main backbone:
 adding the first matched word costs one more backbone pass per step; further words cost one
