@@ -67,7 +67,8 @@ def _embed_files(m, files: list[Path], name: str, pad: bool = False) -> list[np.
     return out
 
 
-def _example_templates(m, clip: np.ndarray, vad, speeds: tuple[float, ...]) -> list[np.ndarray]:
+def _example_templates(m, clip: np.ndarray, vad, speeds: tuple[float, ...],
+                       span_s: tuple[float, float] = SPAN_S) -> list[np.ndarray]:
     """Per speed, the (L, dim) consecutive template steps of one example."""
     import soxr
 
@@ -80,17 +81,21 @@ def _example_templates(m, clip: np.ndarray, vad, speeds: tuple[float, ...]) -> l
         x = c if s == 1.0 else soxr.resample(c, SR * s, SR, quality="HQ").astype(np.float32)
         e = m.stream(_padded(x, 0.5, "ref"))
         end = x.size / SR
-        idx = [j for j in range(len(e)) if end + SPAN_S[0] <= (j + 1) * 0.08 <= end + SPAN_S[1]]
+        idx = [j for j in range(len(e)) if end + span_s[0] <= (j + 1) * 0.08 <= end + span_s[1]]
         out.append(e[idx])
     return out
 
 
 class Scorer:
-    def __init__(self, variant: str, examples: list[list[np.ndarray]], cohort: np.ndarray):
+    def __init__(self, variant: str, examples: list[list[np.ndarray]], cohort: np.ndarray,
+                 seq_steps: int = 0):
         self.variant = variant
         use = examples if variant == "aug" else [ex[:1] for ex in examples]
         blocks = [t for ex in use for t in ex]
         self.seq_len = min(len(t) for t in blocks)
+        if seq_steps:
+            self.seq_len = min(self.seq_len, seq_steps)
+            blocks = [t[:seq_steps] for t in blocks]
         # seq: each block's first seq_len steps, in order
         self.blocks = [t[: self.seq_len] for t in blocks]
         self.t = np.concatenate(blocks if "seq" not in variant else self.blocks).astype(np.float32)
@@ -129,6 +134,9 @@ def main() -> None:
     ap.add_argument("--draws", type=int, default=5)
     ap.add_argument("--fa", type=float, nargs="+", default=[0.5, 1.0])
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    ap.add_argument("--seq-steps", type=int, default=0,
+                    help="match this many template steps per example (0: all the 0-320 ms "
+                    "steps); the span grows to 80 ms x N for N > 4")
     a = ap.parse_args()
 
     import effw_distill_pilot
@@ -166,12 +174,13 @@ def main() -> None:
                 for i in ex:
                     if (word, i) not in tmpl_cache:
                         tmpl_cache[(word, i)] = _example_templates(
-                            m, load_audio(its[i][0]), vad, (1.0, 0.9, 1.1))
+                            m, load_audio(its[i][0]), vad, (1.0, 0.9, 1.1),
+                            (0.0, 0.08 * max(4, a.seq_steps)))
                     examples.append(tmpl_cache[(word, i)])
                 spk = {its[i][1] for i in ex} - {""}
                 held = [i for i in range(len(its)) if i not in ex and its[i][1] not in spk]
                 for v in a.variants:
-                    sc = Scorer(v, examples, cohort)
+                    sc = Scorer(v, examples, cohort, a.seq_steps)
                     p = [float(sc(pos[word][i]).max()) for i in held]
                     negs = [ScoreStream(n, sc(e)[:, None], 0.08) for n, e in bg + others]
                     curve = det_curve(p, negs, refractory_s=1.0)
@@ -199,7 +208,7 @@ def main() -> None:
                                               "per_draw": per_draw.tolist()}
     from polywake.audio import atomic_write_bytes
 
-    atomic_write_bytes(OUT / a.tag / f"scoring_{a.set}.json",
+    atomic_write_bytes(OUT / a.tag / f"scoring_{a.set}{f'_L{a.seq_steps}' if a.seq_steps else ''}.json",
                        json.dumps({"rows": rows, "summary": summary}, indent=1).encode())
 
 
