@@ -222,3 +222,30 @@ def test_real_word_negatives_are_negative_and_leave_out_the_phrase(monkeypatch) 
     assert len(seen) == 400 and all(word_of[p] != "marvin" for p in seen)
     sc = [p for p in seen if p.parent.parent.name == "speech_commands"]
     assert sc and all(splits.speech_commands_split(p) == "train" for p in sc)
+
+
+def test_add_word_with_examples_matches_by_default_and_trains_on_request(
+        tmp_path: Path, monkeypatch) -> None:
+    """`--method auto` (the default): recordings -> the matcher; `--method heads` still
+    trains; the choice is the default-method rule's (docs/BENCHMARKS.md)."""
+    import soundfile as sf
+
+    from polywake.cli import main
+    from polywake.train import add_word as aw
+
+    ex = tmp_path / "ex"
+    ex.mkdir()
+    sf.write(ex / "a.wav", np.zeros(16000, np.float32), 16000)
+    called = []
+    monkeypatch.setattr(aw, "add_matched_word",
+                        lambda *a, **k: called.append("matcher") or (_ for _ in ()).throw(
+                            RuntimeError("stop")))
+    monkeypatch.setattr(aw, "add_word",
+                        lambda *a, **k: called.append("heads") or (_ for _ in ()).throw(
+                            RuntimeError("stop")))
+    args = ["add-word", "hey jarvis", "--model", "m.safetensors", "--out",
+            str(tmp_path / "o.safetensors"), "--examples", str(ex)]
+    for extra in ([], ["--method", "heads"]):
+        with pytest.raises(RuntimeError, match="stop"):
+            main(args + extra)
+    assert called == ["matcher", "heads"]

@@ -118,6 +118,7 @@ def save_checkpoint(path: str | Path, *, backbone: Backbone,
     if matcher is not None and matcher.words:
         tensors.update({f"matcher.{k}": v for k, v in _flat_tensors(matcher).items()})
         meta["matcher"] = json.dumps({"words": matcher.words, "scoring": matcher.scoring,
+                                      "seq_len": matcher.seq_len,
                                       "backbone_config": matcher.backbone.config.to_dict()})
     for k, v in (extra_tensors or {}).items():
         tensors[f"extra.{k}"] = v.detach().contiguous()
@@ -223,6 +224,8 @@ def _load(path: str | Path) -> tuple[Backbone, WakeWordHeads | None, dict,
             mb.load_state_dict({k[9:]: v for k, v in mt.items() if k.startswith("backbone.")})
             matcher = TemplateMatcher(mb, mt["gram"], mt["lin"], mt["const"],
                                       mt.get("cohort_mean"), mt.get("cohort_cov"))
+            if matcher.seq_len > 1:  # the step count the file's templates were made with
+                matcher.seq_len = int(mm.get("seq_len", matcher.seq_len))
             for i, word in enumerate(mm["words"]):
                 matcher.add_templates(word, mt[f"u.{i}"], mt[f"c.{i}"], mt.get(f"b.{i}"))
             matcher.eval()

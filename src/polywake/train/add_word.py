@@ -285,7 +285,7 @@ def cut_templates(backbone, cuts: list[np.ndarray], seq_len: int = 1) -> list[np
     for c in cuts:
         tail = rng.standard_normal(int(QUIET_TAIL_S * SAMPLE_RATE)) * 10 ** (-60 / 20)
         e = embed_stream(backbone, np.concatenate([c, tail.astype(np.float32)]))
-        t = e[template_steps(len(e), c.size / SAMPLE_RATE)].astype(np.float32)
+        t = e[template_steps(len(e), c.size / SAMPLE_RATE, seq_len)].astype(np.float32)
         if seq_len > 1:
             t = t[:seq_len] if len(t) >= seq_len else t[:0]
         out.append(t)
@@ -411,10 +411,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--examples", type=Path, help="folder of real recordings of the phrase")
     p.add_argument("--remove", metavar="WORD", help="remove this word instead of adding")
-    p.add_argument("--method", choices=["heads", "matcher"], default="heads",
+    p.add_argument("--method", choices=["auto", "heads", "matcher"], default="auto",
                    help="heads: train a head (synthesis + examples); matcher: match the "
                    "examples' vectors in the distilled embedding (needs --examples; no "
-                   "synthesis, seconds). docs/MODELS.md compares them")
+                   "synthesis, seconds); auto (default): matcher with --examples, heads "
+                   "from text alone. docs/MODELS.md compares them")
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--engines", help="comma list of TTS engines for the phrase (default: every "
@@ -433,7 +434,10 @@ def run(args: argparse.Namespace) -> int:
         if not args.phrase:
             raise SystemExit("give the phrase to add (or --remove WORD)")
         ex = read_examples(args.examples) if args.examples else None
-        if args.method == "matcher":
+        # auto: the matcher won the default-method rule on the real dev phrases once it
+        # scored seq-tnorm over 6 steps (docs/BENCHMARKS.md); text alone needs the heads
+        method = args.method if args.method != "auto" else ("matcher" if ex else "heads")
+        if method == "matcher":
             out, t = add_matched_word(args.model, args.phrase, args.out, ex or [])
             print(f"added {args.phrase!r} (matcher, {len(ex or [])} examples) in "
                   f"{t['total_s']:.1f} s")
