@@ -42,7 +42,6 @@ from _common import WORK, example_draw  # noqa: E402
 SR = 16000
 CACHE = WORK / "cache" / "matcher_scoring"
 VARIANTS = ("base", "tnorm", "seq", "aug", "seq+tnorm")
-SPAN_S = (0.0, 0.32)
 COHORT_STEPS = 20000
 
 
@@ -68,10 +67,11 @@ def _embed_files(m, files: list[Path], name: str, pad: bool = False) -> list[np.
 
 
 def _example_templates(m, clip: np.ndarray, vad, speeds: tuple[float, ...],
-                       span_s: tuple[float, float] = SPAN_S) -> list[np.ndarray]:
+                       seq_len: int = 1) -> list[np.ndarray]:
     """Per speed, the (L, dim) consecutive template steps of one example."""
     import soxr
 
+    from polywake.models.matcher import template_steps
     from polywake.train.add_word import endpoint_example
     from wakeword_eval import _padded
 
@@ -81,8 +81,7 @@ def _example_templates(m, clip: np.ndarray, vad, speeds: tuple[float, ...],
         x = c if s == 1.0 else soxr.resample(c, SR * s, SR, quality="HQ").astype(np.float32)
         e = m.stream(_padded(x, 0.5, "ref"))
         end = x.size / SR
-        idx = [j for j in range(len(e)) if end + span_s[0] <= (j + 1) * 0.08 <= end + span_s[1]]
-        out.append(e[idx])
+        out.append(e[template_steps(len(e), end, seq_len)])
     return out
 
 
@@ -174,8 +173,7 @@ def main() -> None:
                 for i in ex:
                     if (word, i) not in tmpl_cache:
                         tmpl_cache[(word, i)] = _example_templates(
-                            m, load_audio(its[i][0]), vad, (1.0, 0.9, 1.1),
-                            (0.0, 0.08 * max(4, a.seq_steps)))
+                            m, load_audio(its[i][0]), vad, (1.0, 0.9, 1.1), a.seq_steps)
                     examples.append(tmpl_cache[(word, i)])
                 spk = {its[i][1] for i in ex} - {""}
                 held = [i for i in range(len(its)) if i not in ex and its[i][1] not in spk]

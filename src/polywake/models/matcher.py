@@ -119,14 +119,13 @@ class TemplateMatcher(nn.Module):
     def templates_of(self, emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Template steps (n * seq_len, dim), ``seq_len`` consecutive steps per example ->
         that word's (u, c, b)."""
-        e = emb.double()
         gram, lin, const = self.gram.double(), self.lin.double(), self.const.double()
-        ge = e @ gram
-        norm = ((ge * e).sum(-1) + 2 * e @ lin + const).clamp_min(1e-12).sqrt()
-        u = (ge + lin) / norm[:, None]
-        c = (e @ lin + const) / norm
-        L = self.seq_len
-        u, c = u.reshape(-1, L, e.shape[1]), c.reshape(-1, L)
+        # [u, c] = M [e, 1] / |P e + b| with M = [[G, g], [gᵀ, β]]: M times the features
+        metric = torch.cat([torch.cat([gram, lin[:, None]], 1),
+                            torch.cat([lin, const.reshape(1)])[None]], 0)
+        w = self.features(emb.double()[None])[0] @ metric
+        L, d = self.seq_len, self.embed_dim
+        u, c = w[:, :d].reshape(-1, L, d), w[:, d].reshape(-1, L)
         b = torch.zeros(u.shape[0], dtype=torch.float64)
         if L > 1:
             w = torch.cat([u, c[..., None]], -1)  # (n, L, dim + 1)
