@@ -87,8 +87,9 @@ def _example_templates(m, clip: np.ndarray, vad, speeds: tuple[float, ...],
 
 class Scorer:
     def __init__(self, variant: str, examples: list[list[np.ndarray]], cohort: np.ndarray,
-                 seq_steps: int = 0):
+                 seq_steps: int = 0, slack: int = 0, top: int = 1):
         self.variant = variant
+        self.slack, self.top = slack, top
         use = examples if variant == "aug" else [ex[:1] for ex in examples]
         blocks = [t for ex in use for t in ex]
         self.seq_len = min(len(t) for t in blocks)
@@ -111,8 +112,14 @@ class Scorer:
         L, nb = self.seq_len, len(self.blocks)
         s = s.reshape(len(e), nb, L)
         # mean over j of s[t - (L-1) + j, block, j]; steps before the stream start count as -1
-        pad = np.concatenate([np.full((L - 1, nb, L), s.min() if s.size else 0, np.float32), s])
-        acc = sum(pad[j: j + len(e), :, j] for j in range(L)) / L
+        S = self.slack
+        pad = np.concatenate([np.full((L - 1 + S, nb, L), s.min() if s.size else 0, np.float32), s])
+        # template step j meets stream step t-(L-1)+j+d, d in [-S, S] clipped to <= t (causal)
+        acc = sum(np.max([pad[S + j + d: S + j + d + len(e), :, j]
+                          for d in range(-S, min(S, L - 1 - j) + 1)], axis=0)
+                  for j in range(L)) / L
+        if self.top > 1:
+            return np.sort(acc, axis=1)[:, -min(self.top, nb):].mean(1)
         return acc.max(1)
 
 
@@ -136,6 +143,11 @@ def main() -> None:
     ap.add_argument("--seq-steps", type=int, default=0,
                     help="match this many template steps per example (0: all the 0-320 ms "
                     "steps); the span grows to 80 ms x N for N > 4")
+    ap.add_argument("--slack", type=int, default=0,
+                    help="seq: each template step may meet the stream up to S steps early or "
+                    "late (never after now); 0 = fixed alignment")
+    ap.add_argument("--top", type=int, default=1,
+                    help="the word's score: mean of the best M examples' scores (1 = the max)")
     a = ap.parse_args()
 
     import effw_distill_pilot
@@ -178,7 +190,7 @@ def main() -> None:
                 spk = {its[i][1] for i in ex} - {""}
                 held = [i for i in range(len(its)) if i not in ex and its[i][1] not in spk]
                 for v in a.variants:
-                    sc = Scorer(v, examples, cohort, a.seq_steps)
+                    sc = Scorer(v, examples, cohort, a.seq_steps, a.slack, a.top)
                     p = [float(sc(pos[word][i]).max()) for i in held]
                     negs = [ScoreStream(n, sc(e)[:, None], 0.08) for n, e in bg + others]
                     curve = det_curve(p, negs, refractory_s=1.0)
@@ -206,7 +218,8 @@ def main() -> None:
                                               "per_draw": per_draw.tolist()}
     from polywake.audio import atomic_write_bytes
 
-    atomic_write_bytes(OUT / a.tag / f"scoring_{a.set}{f'_L{a.seq_steps}' if a.seq_steps else ''}.json",
+    atomic_write_bytes(OUT / a.tag / f"scoring_{a.set}{f'_L{a.seq_steps}' if a.seq_steps else ''}"
+                       f"{f'_S{a.slack}' if a.slack else ''}{f'_top{a.top}' if a.top > 1 else ''}.json",
                        json.dumps({"rows": rows, "summary": summary}, indent=1).encode())
 
 
