@@ -26,13 +26,18 @@ from polywake.models.wakeword import (
 )
 
 
-def _matcher(seed: int = 0, out: int = 64, cohort: bool = False
+def _matcher(seed: int = 0, out: int = 64, cohort: bool = False, pool: int | None = None
              ) -> tuple[TemplateMatcher, torch.Tensor, torch.Tensor]:
     torch.manual_seed(seed)
     bb = Backbone(TINY).eval()
     w, b = torch.randn(out, bb.embed_dim), torch.randn(out)
     m = TemplateMatcher.from_projection(bb, w, b)
-    return (m.with_cohort(torch.randn(500, bb.embed_dim)) if cohort else m), w, b
+    if cohort:
+        m = m.with_cohort(torch.randn(500, bb.embed_dim))
+        if pool is not None:  # as a file written before pooling (pool 1)
+            m = TemplateMatcher(bb, m.gram, m.lin, m.const, m.cohort_mean, m.cohort_cov,
+                                pool=pool)
+    return m, w, b
 
 
 def test_folded_metric_equals_cosine_in_the_projected_space() -> None:
@@ -68,23 +73,28 @@ def test_padding_words_to_one_template_count_keeps_each_maximum() -> None:
         m.add_word("bad", torch.randn(2, m.embed_dim + 1))
 
 
-def _model(tmp_path: Path, cohort: bool = False) -> Path:
+SCORINGS = {"max-cosine": (False, None), "seq-tnorm": (True, 1),
+            "seq-tnorm-top3": (True, None)}
+
+
+def _model(tmp_path: Path, scoring: str = "max-cosine") -> Path:
     torch.manual_seed(1)
     bb = Backbone(TINY).eval()
     heads = WakeWordHeads(bb.embed_dim, ["alexa", "echo"], hidden=8)
-    m, _, _ = _matcher(2, cohort=cohort)
+    cohort, pool = SCORINGS[scoring]
+    m, _, _ = _matcher(2, cohort=cohort, pool=pool)
     m.add_word("hey jarvis", torch.randn(6 * m.seq_len, m.embed_dim))
-    m.add_word("snowboy", torch.randn(3 * m.seq_len, m.embed_dim))
+    m.add_word("snowboy", torch.randn(2 * m.seq_len, m.embed_dim))  # fewer than pool 3
     return save_checkpoint(tmp_path / "m.safetensors", backbone=bb, heads=heads,
                            card={"words": ["alexa", "echo", "hey jarvis", "snowboy"],
                                  "per_word": {}}, matcher=m)
 
 
-@pytest.mark.parametrize("cohort", [False, True], ids=["max-cosine", "seq-tnorm"])
-def test_checkpoint_round_trip_and_streaming_equals_batch(tmp_path: Path, cohort: bool) -> None:
-    path = _model(tmp_path, cohort)
+@pytest.mark.parametrize("scoring", list(SCORINGS))
+def test_checkpoint_round_trip_and_streaming_equals_batch(tmp_path: Path, scoring: str) -> None:
+    path = _model(tmp_path, scoring)
     model = load_model(path)
-    assert model.matcher.scoring == ("seq-tnorm" if cohort else "max-cosine")
+    assert model.matcher.scoring == scoring
     assert model.words == ["alexa", "echo", "hey jarvis", "snowboy"]
     assert load_checkpoint(path)[1].words == ["alexa", "echo"]  # the heads alone, as before
     assert load_matcher(path).words == ["hey jarvis", "snowboy"]
@@ -100,13 +110,13 @@ def test_checkpoint_round_trip_and_streaming_equals_batch(tmp_path: Path, cohort
     assert float(batch[..., 2:].min()) >= 0 and float(batch[..., 2:].max()) <= 1
 
 
-@pytest.mark.parametrize("cohort", [False, True], ids=["max-cosine", "seq-tnorm"])
-def test_matched_words_run_the_same_in_torch_numpy_and_onnx(tmp_path: Path, cohort: bool) -> None:
+@pytest.mark.parametrize("scoring", list(SCORINGS))
+def test_matched_words_run_the_same_in_torch_numpy_and_onnx(tmp_path: Path, scoring: str) -> None:
     pytest.importorskip("onnxruntime")
     from polywake.export import compare_scores, export_checkpoint
     from polywake.model_io import load_scorer
 
-    path = _model(tmp_path, cohort)
+    path = _model(tmp_path, scoring)
     pwk = export_checkpoint(path, tmp_path / "m.pwk")
     audio = (np.random.default_rng(0).standard_normal(16000 * 3) * 0.1).astype(np.float32)
     for backend in ("numpy", "onnx"):
@@ -138,10 +148,19 @@ def test_numpy_section_refuses_a_bad_cosine_op(tmp_path: Path) -> None:
     program = pwk.numpy["program"]
     cos = program[0]["branches"][1][-1]
     assert cos["op"] == "cosine_max"
-    cos["words"] = 5  # 9 templates do not split into 5 words
+    cos["words"] = 5  # 2 words x 6 padded templates do not split into 5 words
     bad = type(pwk)(pwk.path, pwk.version, pwk.card, pwk.onnx, pwk.numpy, pwk.numpy_blob)
     with pytest.raises(ModelFileError, match="cosine_max"):
         NumpyScorer(pwk.path, pwk=bad)
+    # pooling weights that are not (words, m <= examples) are refused too
+    pwk = read_pwk_file(export_checkpoint(_model(tmp_path, "seq-tnorm-top3"),
+                                          tmp_path / "p.pwk"))
+    seq = pwk.numpy["program"][0]["branches"][1][-2]
+    assert seq["op"] == "cosine_seq" and "pool" in seq
+    NumpyScorer(pwk.path, pwk=pwk)
+    seq["pool"] = seq["bias"]  # a 1-d tensor
+    with pytest.raises(ModelFileError, match="cosine_seq: pool"):
+        NumpyScorer(pwk.path, pwk=pwk)
 
 
 def test_template_steps_trail_the_end() -> None:
@@ -233,7 +252,7 @@ def test_the_shipped_matcher_base_loads_and_matches_a_repeat() -> None:
     assert 0.5 < card["default_threshold"] < 1.0 and m.backbone.config.name == "standard"
     clip = load_audio(Path(__file__).parents[1] / "src/polywake/assets/examples/"
                       "alexa_hey_samuel.flac")
-    assert m.scoring == "seq-tnorm"
+    assert m.scoring == "seq-tnorm-top3"
     per = example_templates(m.backbone, [clip], seq_len=m.seq_len)
     assert per[0].shape == (m.seq_len, m.embed_dim)
     m.add_word("x", torch.from_numpy(per[0]))
@@ -301,20 +320,28 @@ def test_example_warnings_name_the_odd_example_out() -> None:
         assert w == ["example 1: no speech found by the VAD (silence or noise?)"]
 
 
-def test_seq_tnorm_equals_its_definition_in_the_projected_space() -> None:
+@pytest.mark.parametrize("pool", [1, 3])
+def test_seq_tnorm_equals_its_definition_in_the_projected_space(pool: int) -> None:
     """Each template step's cosine standardised over the cohort, averaged over an example's
-    SEQ_STEPS steps matched in order, the best example, sigmoid(z - Z_CENTER)."""
-    from polywake.models.matcher import SEQ_STEPS, Z_CENTER
+    SEQ_STEPS steps matched in order, the mean of the best ``pool`` examples (the best one
+    for pool 1, as files from before pooling), sigmoid(z - Z_CENTER); a word with fewer
+    examples than ``pool`` averages all of them, whatever its neighbour's count."""
+    from polywake.models.matcher import POOL_TOP, SEQ_STEPS, Z_CENTER
 
     torch.manual_seed(3)
     bb = Backbone(TINY).eval()
     w, b = torch.randn(64, bb.embed_dim), torch.randn(64)
     cohort = torch.randn(400, bb.embed_dim)
     m = TemplateMatcher.from_projection(bb, w, b).with_cohort(cohort)
+    assert m.pool == POOL_TOP == 3 and m.scoring == "seq-tnorm-top3"
+    m = m.empty() if pool == POOL_TOP else TemplateMatcher(
+        bb, m.gram, m.lin, m.const, m.cohort_mean, m.cohort_cov, pool=pool)
     L = m.seq_len
     assert L == SEQ_STEPS > 1
-    ex = torch.randn(2 * L, bb.embed_dim)
+    n_ex = 5
+    ex = torch.randn(n_ex * L, bb.embed_dim)
     m.add_word("w", ex)
+    m.add_word("two", torch.randn(2 * L, bb.embed_dim))  # padded to 5 in the fused tensor
 
     def cos(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         px, py = x.double() @ w.T.double() + b.double(), y.double() @ w.T.double() + b.double()
@@ -326,9 +353,15 @@ def test_seq_tnorm_equals_its_definition_in_the_projected_space() -> None:
     z = (cos(e, ex) - mu) / sd  # (9, 2L)
     want = []
     for t in range(L - 1, 9):
-        best = max(float(sum(z[t - L + 1 + j, i * L + j] for j in range(L))) / L for i in range(2))
-        want.append(torch.sigmoid(torch.tensor(best - Z_CENTER)))
-    got = m.score(e[None])[0, L - 1:, 0]
-    torch.testing.assert_close(got.double(), torch.stack(want).double(), atol=1e-4, rtol=1e-3)
+        per_ex = sorted((float(sum(z[t - L + 1 + j, i * L + j] for j in range(L))) / L
+                         for i in range(n_ex)), reverse=True)
+        want.append(torch.sigmoid(torch.tensor(np.mean(per_ex[:pool]) - Z_CENTER)))
+    got = m.score(e[None])[0, L - 1:]
+    torch.testing.assert_close(got[:, 0].double(), torch.stack(want).double(), atol=1e-4,
+                               rtol=1e-3)
+    # the two-example word alone scores the same as beside the five-example one
+    alone = m.empty()
+    alone.add_templates("two", m.u[1].data, m.c[1].data, m.b[1].data)
+    torch.testing.assert_close(alone.score(e[None])[0, L - 1:, 0], got[:, 1])
     with pytest.raises(ValueError, match="expected"):
         m.add_word("x", torch.randn(L + 1, bb.embed_dim))  # not whole examples

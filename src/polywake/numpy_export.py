@@ -99,7 +99,9 @@ class _Writer:
         return self.backbone("matcher.", m.backbone) + [{
             "op": "cosine_seq", **metric,
             "weight": self.put("matcher.weight", weight.reshape(w * n, seq, k)),
-            "bias": self.put("matcher.bias", bias.reshape(w * n))}, {"op": "sigmoid"}]
+            "bias": self.put("matcher.bias", bias.reshape(w * n)),
+            **({"pool": self.put("matcher.pool", m.pool_weights().double().numpy())}
+               if m.pool > 1 else {})}, {"op": "sigmoid"}]
 
 
 def numpy_section(model) -> tuple[list[dict], dict[str, np.ndarray]]:

@@ -25,7 +25,9 @@ frames and ends as (k, words) probabilities:
   seq-tnorm matched words: the features ``[x, 1] / sqrt(xᵀGx + 2 g·x + β)``, a causal conv of
   ``seq`` taps over them (``weight`` (w * n, seq, dim + 1), ``bias`` (w * n,); its state, the
   last seq - 1 features, is one more (seq - 1, dim + 1) state array), then the largest of each
-  word's n outputs; a ``sigmoid`` op follows it.
+  word's n outputs; a ``sigmoid`` op follows it. With ``"pool": T`` ((w, m) weights, best
+  first) a word's score is instead the weighted sum of its m largest outputs (the mean of its
+  best examples).
 
 ``T`` names a tensor of the section. The state is one (p, cin) float32 array per conv with
 p > 0, in program order: the ONNX graph's ``state_i`` (there (1, cin, p)), time-major.
@@ -240,6 +242,11 @@ class _Compiler:
                 or rows == 0 or rows % w or bias.shape != (rows,) or not 2 <= seq <= MAX_KERNEL:
             raise self.fail(f"cosine_seq: weight {wt.shape} of {w} words, gram {gram.shape}, "
                             f"on {channels} channels")
+        pool = self.tensor(op, "pool", 2) if "pool" in op else None
+        if pool is not None and (pool.shape[0] != w or not 1 <= pool.shape[1] <= rows // w
+                                 or not np.isfinite(pool).all()):
+            raise self.fail(f"cosine_seq: pool weights {pool.shape} for {w} words of "
+                            f"{rows // w} examples")
         self.dense += wt.size + gram.size
         self.state_floats += (seq - 1) * k
         if self.dense > MAX_DENSE_WEIGHTS or self.state_floats > MAX_STATE_FLOATS:
@@ -249,7 +256,8 @@ class _Compiler:
         # (seq, k, rows): tap j's matrix is one contiguous slice
         taps = np.ascontiguousarray(wt.transpose(1, 2, 0))
         return (np.ascontiguousarray(gram), lin.copy(), np.float32(const[0]), taps,
-                bias.copy(), w, rows // w, state)
+                bias.copy(), w, rows // w, state,
+                None if pool is None else np.ascontiguousarray(pool[:, ::-1]))
 
     def conv(self, op: dict, channels: int | None) -> _Conv:
         w, b = self.tensor(op, "weight", 3), self.tensor(op, "bias", 1)
@@ -409,8 +417,8 @@ class NumpyScorer:
             elif code == _COSINE_SEQ:
                 # seq-tnorm matched words (models/matcher.py): features [x, 1] / |P x + b|,
                 # a causal conv of seq taps over them (state: the last seq - 1 features),
-                # the best example of each word
-                _, gram, lin, const, taps, bias, w, n, si = op
+                # the best example of each word, or the weighted mean of its best few
+                _, gram, lin, const, taps, bias, w, n, si, pool = op
                 norm = ((x @ gram) * x).sum(1) + 2 * (x @ lin) + const
                 a = concatenate((x, np.ones((x.shape[0], 1), f32)), axis=1)
                 a /= np.sqrt(maximum(norm, f32(1e-12)))[:, None]
@@ -421,7 +429,12 @@ class NumpyScorer:
                 for j in range(1, seq):
                     z += xx[j:j + steps] @ taps[j]
                 z += bias
-                x = z.reshape(steps, w, n).max(2)
+                z = z.reshape(steps, w, n)
+                if pool is None:
+                    x = z.max(2)
+                else:  # pool is stored worst-to-best, as the sorted tail is ordered
+                    x = (np.sort(z, axis=2)[:, :, n - pool.shape[1]:] * pool).sum(2,
+                                                                                  dtype=f32)
             else:  # _SIGMOID. Clipping at -88 keeps exp finite in float32 without an errstate
                 # (scores below sigmoid(-88) ~ 6e-39 read as that); 1 / (1 + e) keeps the
                 # relative precision of small scores, which calibrated thresholds can reach.

@@ -41,16 +41,24 @@ STEP_S = 0.08
 # example's SEQ_STEPS consecutive template steps are matched in order against the last
 # SEQ_STEPS stream steps, each similarity standardised by its template's mean and spread over
 # a cohort of negative audio (T-norm), their mean is the example's score, and the word's score
-# is sigmoid(best example - Z_CENTER). A matcher base without cohort statistics (and every
-# model file written before it) scores as before: one step, max cosine, clamped to [0, 1].
+# is sigmoid(pooled examples - Z_CENTER). A matcher base without cohort statistics (and
+# every model file written before it) scores as before: one step, max cosine, clamped to [0, 1].
 SEQ_STEPS = 6  # 4 -> 6 by its dev rule (docs/BENCHMARKS.md); the span grows to 0.48 s
 Z_CENTER = 4.0
+# The word's score pools its POOL_TOP best examples (their mean), so one example that happens
+# to resemble some background no longer decides alone (max -> top 3 by its dev rule, stop 21).
+# Files written before keep the max (pool 1), which their thresholds were calibrated for.
+POOL_TOP = 3
+# A word with fewer examples than the fused tensor's n_max is padded with examples that can
+# never be among its best: zero weights and this bias.
+PAD_BIAS = -1.0e4
 
 
 class TemplateMatcher(nn.Module):
     def __init__(self, backbone: Backbone, gram: torch.Tensor, lin: torch.Tensor,
                  const: torch.Tensor, cohort_mean: torch.Tensor | None = None,
-                 cohort_cov: torch.Tensor | None = None) -> None:
+                 cohort_cov: torch.Tensor | None = None, seq_len: int | None = None,
+                 pool: int | None = None) -> None:
         super().__init__()
         d = backbone.embed_dim
         if gram.shape != (d, d) or lin.shape != (d,) or const.numel() != 1:
@@ -61,6 +69,7 @@ class TemplateMatcher(nn.Module):
         self.register_buffer("lin", lin.float().contiguous())
         self.register_buffer("const", const.float().reshape(()))
         self.seq_len = 1
+        self.pool = 1
         if (cohort_mean is None) != (cohort_cov is None):
             raise ValueError("give both cohort statistics or neither")
         if cohort_mean is not None and cohort_cov is not None:
@@ -69,7 +78,13 @@ class TemplateMatcher(nn.Module):
                                  f"{tuple(cohort_cov.shape)} do not fit a {d}-d backbone")
             self.register_buffer("cohort_mean", cohort_mean.double().contiguous())
             self.register_buffer("cohort_cov", cohort_cov.double().contiguous())
-            self.seq_len = SEQ_STEPS
+            # a file records what its templates were made for; a new matcher takes today's
+            self.seq_len = SEQ_STEPS if seq_len is None else int(seq_len)
+            self.pool = POOL_TOP if pool is None else int(pool)
+            if not 2 <= self.seq_len <= 64 or not 1 <= self.pool <= 1024:
+                raise ValueError(f"seq-tnorm with {self.seq_len} steps, pool {self.pool}")
+        else:
+            self.pool = 1
         self.words: list[str] = []
         # Per word its own tensors (as the heads), so adding or removing a word never touches
         # another word's numbers; fused() pads them into one tensor for the run-time op.
@@ -79,7 +94,9 @@ class TemplateMatcher(nn.Module):
 
     @property
     def scoring(self) -> str:
-        return "seq-tnorm" if self.seq_len > 1 else "max-cosine"
+        if self.seq_len == 1:
+            return "max-cosine"
+        return "seq-tnorm" if self.pool == 1 else f"seq-tnorm-top{self.pool}"
 
     @classmethod
     def from_projection(cls, backbone: Backbone, weight: torch.Tensor,
@@ -101,8 +118,10 @@ class TemplateMatcher(nn.Module):
 
     def empty(self) -> TemplateMatcher:
         """A matcher without words on the same backbone, metric and cohort statistics."""
-        cohort = (self.cohort_mean, self.cohort_cov) if self.seq_len > 1 else (None, None)
-        return TemplateMatcher(self.backbone, self.gram, self.lin, self.const, *cohort)
+        if self.seq_len == 1:
+            return TemplateMatcher(self.backbone, self.gram, self.lin, self.const)
+        return TemplateMatcher(self.backbone, self.gram, self.lin, self.const, self.cohort_mean,
+                               self.cohort_cov, self.seq_len, self.pool)
 
     @property
     def embed_dim(self) -> int:
@@ -173,16 +192,27 @@ class TemplateMatcher(nn.Module):
 
     def fused(self) -> tuple[torch.Tensor, torch.Tensor]:
         """All words' templates as (words, n_max, seq_len, dim + 1) weights ``[u, c]`` and
-        (words, n_max) biases: a word with fewer examples repeats its first one, which leaves
-        its maximum unchanged."""
+        (words, n_max) biases: a word with fewer examples is padded with zero weights and
+        ``PAD_BIAS``, examples that are never among its best."""
         n = max(u.shape[0] for u in self.u)
         ws, bs = [], []
         for u, c, b in zip(self.u, self.c, self.b, strict=True):
             w = torch.cat([u, c[..., None]], -1)
             pad = n - u.shape[0]
-            ws.append(torch.cat([w, w[:1].expand(pad, -1, -1)]) if pad else w)
-            bs.append(torch.cat([b, b[:1].expand(pad)]) if pad else b)
+            ws.append(torch.cat([w, w.new_zeros(pad, *w.shape[1:])]) if pad else w)
+            bs.append(torch.cat([b, b.new_full((pad,), PAD_BIAS)]) if pad else b)
         return torch.stack(ws), torch.stack(bs)
+
+    def pool_weights(self) -> torch.Tensor:
+        """(words, m) weights of each word's m best examples, best first: the mean of its
+        ``min(pool, n_examples)`` best (a one-hot first column is the max)."""
+        n = max(u.shape[0] for u in self.u)
+        m = min(self.pool, n)
+        w = torch.zeros(len(self.u), m)
+        for i, u in enumerate(self.u):
+            top = min(m, u.shape[0])
+            w[i, :top] = 1.0 / top
+        return w
 
     def _score_features(self, a: torch.Tensor, history: torch.Tensor | None) -> torch.Tensor:
         """(batch, steps, dim + 1) features (and the seq_len - 1 before them) -> scores."""
@@ -196,7 +226,12 @@ class TemplateMatcher(nn.Module):
         z = b.reshape(nw * n)
         for j in range(L):
             z = z + torch.einsum("bsk,mk->bsm", x[:, j:j + steps], w[:, :, j].reshape(nw * n, k))
-        z = z.unflatten(-1, (nw, n)).amax(-1)
+        z = z.unflatten(-1, (nw, n))
+        if self.pool > 1:
+            pw = self.pool_weights()
+            z = (z.topk(pw.shape[1], -1).values * pw).sum(-1)
+        else:
+            z = z.amax(-1)
         return torch.sigmoid(z) if L > 1 else z.clamp(0.0, 1.0)
 
     def score(self, emb: torch.Tensor) -> torch.Tensor:

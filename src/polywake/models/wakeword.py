@@ -118,7 +118,7 @@ def save_checkpoint(path: str | Path, *, backbone: Backbone,
     if matcher is not None and matcher.words:
         tensors.update({f"matcher.{k}": v for k, v in _flat_tensors(matcher).items()})
         meta["matcher"] = json.dumps({"words": matcher.words, "scoring": matcher.scoring,
-                                      "seq_len": matcher.seq_len,
+                                      "seq_len": matcher.seq_len, "pool": matcher.pool,
                                       "backbone_config": matcher.backbone.config.to_dict()})
     for k, v in (extra_tensors or {}).items():
         tensors[f"extra.{k}"] = v.detach().contiguous()
@@ -222,10 +222,11 @@ def _load(path: str | Path) -> tuple[Backbone, WakeWordHeads | None, dict,
             mt = {k[8:]: v for k, v in tensors.items() if k.startswith("matcher.")}
             mb = Backbone(BackboneConfig.from_dict(mm["backbone_config"]))
             mb.load_state_dict({k[9:]: v for k, v in mt.items() if k.startswith("backbone.")})
+            # the step count and pooling the file's templates and thresholds were made for
+            # (a file from before pooling has no "pool": it keeps the max)
             matcher = TemplateMatcher(mb, mt["gram"], mt["lin"], mt["const"],
-                                      mt.get("cohort_mean"), mt.get("cohort_cov"))
-            if matcher.seq_len > 1:  # the step count the file's templates were made with
-                matcher.seq_len = int(mm.get("seq_len", matcher.seq_len))
+                                      mt.get("cohort_mean"), mt.get("cohort_cov"),
+                                      mm.get("seq_len"), mm.get("pool", 1))
             for i, word in enumerate(mm["words"]):
                 matcher.add_templates(word, mt[f"u.{i}"], mt[f"c.{i}"], mt.get(f"b.{i}"))
             matcher.eval()
