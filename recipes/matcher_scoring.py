@@ -15,7 +15,11 @@ draws, without retraining anything:
   now, then the max over examples (a fixed-alignment sequence match);
 * ``aug``    - the templates of each example also taken from copies resampled by 0.9 and 1.1
   (tempo and pitch, Kaldi speed perturbation), scored as ``base``;
-* ``seq+tnorm`` - ``seq`` over T-normed similarities.
+* ``seq+tnorm`` - ``seq`` over T-normed similarities;
+* ``seq+snorm`` - ``seq`` over S-normed similarities: the mean of the T-normed similarity and
+  the Z-normed one, the stream step's similarity standardised by that step's own mean and
+  spread over the cohort (a step that resembles much background, a "hub", is trusted less;
+  speaker verification's symmetric normalisation).
 
     python recipes/matcher_scoring.py --tag p4 --set matcher-dev      # the deciding set
     python recipes/matcher_scoring.py --tag p4 --set phrases          # eval phrases, reported
@@ -41,7 +45,7 @@ from _common import WORK, example_draw  # noqa: E402
 
 SR = 16000
 CACHE = WORK / "cache" / "matcher_scoring"
-VARIANTS = ("base", "tnorm", "seq", "aug", "seq+tnorm")
+VARIANTS = ("base", "tnorm", "seq", "aug", "seq+tnorm", "seq+snorm")
 COHORT_STEPS = 20000
 
 
@@ -85,6 +89,18 @@ def _example_templates(m, clip: np.ndarray, vad, speeds: tuple[float, ...],
     return out
 
 
+_STREAM_STATS: dict[int, tuple] = {}  # id -> (the array, kept alive; mean; spread)
+_MOMENTS: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _cohort_moments(cohort: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if id(cohort) not in _MOMENTS:
+        c = cohort.astype(np.float64)
+        mean = c.mean(0)
+        _MOMENTS[id(cohort)] = (mean, (c - mean).T @ (c - mean) / (len(c) - 1))
+    return _MOMENTS[id(cohort)]
+
+
 class Scorer:
     def __init__(self, variant: str, examples: list[list[np.ndarray]], cohort: np.ndarray,
                  seq_steps: int = 0, slack: int = 0, top: int = 1):
@@ -101,12 +117,28 @@ class Scorer:
         self.t = np.concatenate(blocks if "seq" not in variant else self.blocks).astype(np.float32)
         self.mu = np.zeros(len(self.t), np.float32)
         self.sd = np.ones(len(self.t), np.float32)
-        if "tnorm" in variant:
+        if "norm" in variant:
             s = cohort @ self.t.T
             self.mu, self.sd = s.mean(0), s.std(0) + 1e-6
+        self.cohort = cohort
+
+    def _stream_stats(self, e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each step's mean and spread of similarity over the cohort (memoised per array)."""
+        key = id(e)
+        if key not in _STREAM_STATS:
+            mean, cov = _cohort_moments(self.cohort)
+            e64 = e.astype(np.float64)
+            var = ((e64 @ cov) * e64).sum(1)
+            _STREAM_STATS[key] = (e, (e64 @ mean).astype(np.float32),
+                                  np.sqrt(np.maximum(var, 1e-12)).astype(np.float32))
+        return _STREAM_STATS[key][1:]
 
     def __call__(self, e: np.ndarray) -> np.ndarray:
-        s = (e.astype(np.float32) @ self.t.T - self.mu) / self.sd
+        raw = e.astype(np.float32) @ self.t.T
+        s = (raw - self.mu) / self.sd
+        if "snorm" in self.variant:
+            mu_e, sd_e = self._stream_stats(e)
+            s = 0.5 * (s + (raw - mu_e[:, None]) / sd_e[:, None])
         if "seq" not in self.variant:
             return s.max(1)
         L, nb = self.seq_len, len(self.blocks)
