@@ -19,7 +19,10 @@ draws, without retraining anything:
 * ``seq+snorm`` - ``seq`` over S-normed similarities: the mean of the T-normed similarity and
   the Z-normed one, the stream step's similarity standardised by that step's own mean and
   spread over the cohort (a step that resembles much background, a "hub", is trusted less;
-  speaker verification's symmetric normalisation).
+  speaker verification's symmetric normalisation);
+* ``seq+atnorm`` - ``seq`` over adaptive T-norm: each template's mean and spread over only
+  the ``--cohort-top K`` cohort steps most similar to it (the background it could be
+  confused with), not over the whole cohort.
 
     python recipes/matcher_scoring.py --tag p4 --set matcher-dev      # the deciding set
     python recipes/matcher_scoring.py --tag p4 --set phrases          # eval phrases, reported
@@ -45,7 +48,7 @@ from _common import WORK, example_draw  # noqa: E402
 
 SR = 16000
 CACHE = WORK / "cache" / "matcher_scoring"
-VARIANTS = ("base", "tnorm", "seq", "aug", "seq+tnorm", "seq+snorm")
+VARIANTS = ("base", "tnorm", "seq", "aug", "seq+tnorm", "seq+snorm", "seq+atnorm")
 COHORT_STEPS = 20000
 
 
@@ -103,7 +106,7 @@ def _cohort_moments(cohort: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 class Scorer:
     def __init__(self, variant: str, examples: list[list[np.ndarray]], cohort: np.ndarray,
-                 seq_steps: int = 0, slack: int = 0, top: int = 1):
+                 seq_steps: int = 0, slack: int = 0, top: int = 1, cohort_top: int = 0):
         self.variant = variant
         self.slack, self.top = slack, top
         use = examples if variant == "aug" else [ex[:1] for ex in examples]
@@ -119,6 +122,8 @@ class Scorer:
         self.sd = np.ones(len(self.t), np.float32)
         if "norm" in variant:
             s = cohort @ self.t.T
+            if "atnorm" in variant:
+                s = np.partition(s, len(s) - cohort_top, axis=0)[len(s) - cohort_top:]
             self.mu, self.sd = s.mean(0), s.std(0) + 1e-6
         self.cohort = cohort
 
@@ -180,6 +185,10 @@ def main() -> None:
                     "late (never after now); 0 = fixed alignment")
     ap.add_argument("--top", type=int, default=1,
                     help="the word's score: mean of the best M examples' scores (1 = the max)")
+    ap.add_argument("--cohort-top", type=int, default=400,
+                    help="seq+atnorm: the cohort steps most similar to each template")
+    ap.add_argument("--cohort-speech-only", action="store_true",
+                    help="the cohort from the train background's speech only (no music)")
     a = ap.parse_args()
 
     import effw_distill_pilot
@@ -198,7 +207,11 @@ def main() -> None:
     bg = list(zip(map(str, bg_files), _embed_files(m, bg_files, f"{a.tag}-bg-{split}"),
                   strict=True))
     cohort_files = splits.background_files("train")
-    cohort = np.concatenate(_embed_files(m, cohort_files, f"{a.tag}-bg-train"))
+    cohort_emb = _embed_files(m, cohort_files, f"{a.tag}-bg-train")
+    if a.cohort_speech_only:
+        cohort_emb = [e for f, e in zip(cohort_files, cohort_emb, strict=True)
+                      if "librispeech" in str(f)]
+    cohort = np.concatenate(cohort_emb)
     cohort = cohort[np.random.default_rng(0).choice(len(cohort), min(COHORT_STEPS, len(cohort)),
                                                     replace=False)].astype(np.float32)
     pos = {w: _embed_files(m, [f for f, _ in v], f"{a.tag}-{a.set}-{w.replace(':', '_')}",
@@ -222,7 +235,7 @@ def main() -> None:
                 spk = {its[i][1] for i in ex} - {""}
                 held = [i for i in range(len(its)) if i not in ex and its[i][1] not in spk]
                 for v in a.variants:
-                    sc = Scorer(v, examples, cohort, a.seq_steps, a.slack, a.top)
+                    sc = Scorer(v, examples, cohort, a.seq_steps, a.slack, a.top, a.cohort_top)
                     p = [float(sc(pos[word][i]).max()) for i in held]
                     negs = [ScoreStream(n, sc(e)[:, None], 0.08) for n, e in bg + others]
                     curve = det_curve(p, negs, refractory_s=1.0)
@@ -251,7 +264,9 @@ def main() -> None:
     from polywake.audio import atomic_write_bytes
 
     atomic_write_bytes(OUT / a.tag / f"scoring_{a.set}{f'_L{a.seq_steps}' if a.seq_steps else ''}"
-                       f"{f'_S{a.slack}' if a.slack else ''}{f'_top{a.top}' if a.top > 1 else ''}.json",
+                       f"{f'_S{a.slack}' if a.slack else ''}{f'_top{a.top}' if a.top > 1 else ''}"
+                       f"{f'_ct{a.cohort_top}' if 'seq+atnorm' in a.variants else ''}"
+                       f"{'_speech' if a.cohort_speech_only else ''}.json",
                        json.dumps({"rows": rows, "summary": summary}, indent=1).encode())
 
 
