@@ -92,6 +92,16 @@ def _example_templates(m, clip: np.ndarray, vad, speeds: tuple[float, ...],
     return out
 
 
+class _Fused:
+    """Two students as one embedding (an ensemble whose cosine is the mean of theirs)."""
+
+    def __init__(self, a, b) -> None:
+        self.a, self.b = a, b
+
+    def stream(self, audio: np.ndarray) -> np.ndarray:
+        return np.concatenate([self.a.stream(audio), self.b.stream(audio)], 1) / np.sqrt(2)
+
+
 _STREAM_STATS: dict[int, tuple] = {}  # id -> (the array, kept alive; mean; spread)
 _MOMENTS: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -189,12 +199,20 @@ def main() -> None:
                     help="seq+atnorm: the cohort steps most similar to each template")
     ap.add_argument("--cohort-speech-only", action="store_true",
                     help="the cohort from the train background's speech only (no music)")
+    ap.add_argument("--fuse-tag", default="",
+                    help="also this run's student: each step is the two students' unit vectors "
+                    "side by side / sqrt(2), so a cosine is the mean of the two students'")
     a = ap.parse_args()
 
     import effw_distill_pilot
 
     effw_distill_pilot.OUT = OUT / a.tag
     m = Matcher("student")
+    if a.fuse_tag:
+        effw_distill_pilot.OUT = OUT / a.fuse_tag
+        m = _Fused(m, Matcher("student"))
+        effw_distill_pilot.OUT = OUT / a.tag
+        a.tag = f"{a.tag}+{a.fuse_tag}"  # its own caches and results
     split = "eval" if a.set == "phrases" else "dev"
     if a.set == "matcher-dev":
         from polywake.train.pretrain import matcher_dev_files
