@@ -74,17 +74,26 @@ def _embed_files(m, files: list[Path], name: str, pad: bool = False) -> list[np.
 
 
 def _example_templates(m, clip: np.ndarray, vad, speeds: tuple[float, ...],
-                       seq_len: int = 1) -> list[np.ndarray]:
-    """Per speed, the (L, dim) consecutive template steps of one example."""
+                       seq_len: int = 1, in_context: bool = False) -> list[np.ndarray]:
+    """Per speed, the (L, dim) consecutive template steps of one example. ``in_context``: the
+    whole recording is streamed (its own room before and after the word, as a live stream
+    has), not the example cut to its speech; the steps are still placed by the VAD's end."""
     import soxr
 
     from polywake.models.matcher import template_steps
     from polywake.train.add_word import endpoint_example
+    from polywake.vad import speech_bounds
     from wakeword_eval import _padded
 
     c = endpoint_example(clip, vad)
     out = []
+    bounds = speech_bounds(clip, vad) if in_context else None
     for s in speeds:
+        if bounds is not None and s == 1.0:
+            e = m.stream(_padded(clip, 0.5, "ref"))
+            end = min(clip.size, bounds[1] + int(0.03 * SR)) / SR  # endpoint_example's end
+            out.append(e[template_steps(len(e), end, seq_len)])
+            continue
         x = c if s == 1.0 else soxr.resample(c, SR * s, SR, quality="HQ").astype(np.float32)
         e = m.stream(_padded(x, 0.5, "ref"))
         end = x.size / SR
@@ -202,6 +211,8 @@ def main() -> None:
     ap.add_argument("--fuse-tag", default="",
                     help="also this run's student: each step is the two students' unit vectors "
                     "side by side / sqrt(2), so a cosine is the mean of the two students'")
+    ap.add_argument("--in-context", action="store_true",
+                    help="templates from the whole recording streamed, not the cut example")
     a = ap.parse_args()
 
     import effw_distill_pilot
@@ -248,7 +259,8 @@ def main() -> None:
                 for i in ex:
                     if (word, i) not in tmpl_cache:
                         tmpl_cache[(word, i)] = _example_templates(
-                            m, load_audio(its[i][0]), vad, (1.0, 0.9, 1.1), a.seq_steps)
+                            m, load_audio(its[i][0]), vad, (1.0, 0.9, 1.1), a.seq_steps,
+                            a.in_context)
                     examples.append(tmpl_cache[(word, i)])
                 spk = {its[i][1] for i in ex} - {""}
                 held = [i for i in range(len(its)) if i not in ex and its[i][1] not in spk]
@@ -284,7 +296,8 @@ def main() -> None:
     atomic_write_bytes(OUT / a.tag / f"scoring_{a.set}{f'_L{a.seq_steps}' if a.seq_steps else ''}"
                        f"{f'_S{a.slack}' if a.slack else ''}{f'_top{a.top}' if a.top > 1 else ''}"
                        f"{f'_ct{a.cohort_top}' if 'seq+atnorm' in a.variants else ''}"
-                       f"{'_speech' if a.cohort_speech_only else ''}.json",
+                       f"{'_speech' if a.cohort_speech_only else ''}"
+                       f"{'_ctx' if a.in_context else ''}.json",
                        json.dumps({"rows": rows, "summary": summary}, indent=1).encode())
 
 
