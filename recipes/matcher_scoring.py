@@ -52,7 +52,26 @@ VARIANTS = ("base", "tnorm", "seq", "aug", "seq+tnorm", "seq+snorm", "seq+atnorm
 COHORT_STEPS = 20000
 
 
-def _embed_files(m, files: list[Path], name: str, pad: bool = False) -> list[np.ndarray]:
+WARM_LEAD_S = 2.0
+
+
+def room_lead(clip: np.ndarray, start: int | None, lead_s: float = WARM_LEAD_S) -> np.ndarray:
+    """``clip`` with ``lead_s`` s of its own room tone before it (the part before its speech,
+    played forwards and backwards in turn so the joins do not click; quiet -60 dB noise when
+    there is under 0.1 s of it), so nothing within the student's receptive field of the word
+    is a cold stream start, as in a live stream."""
+    n = int(lead_s * SR)
+    pre = clip[:max(0, (start or 0) - int(0.03 * SR))]
+    if pre.size < int(0.1 * SR):
+        lead = np.random.default_rng(0).standard_normal(n) * 10 ** (-60 / 20)
+    else:
+        reps = -(-n // pre.size) + 1
+        lead = np.concatenate([pre if i % 2 == 0 else pre[::-1] for i in range(reps)])[-n:]
+    return np.concatenate([lead.astype(np.float32), clip])
+
+
+def _embed_files(m, files: list[Path], name: str, pad: bool = False,
+                 warm_vad=None) -> list[np.ndarray]:
     from tqdm import tqdm
 
     from polywake.audio import load_audio
@@ -65,6 +84,11 @@ def _embed_files(m, files: list[Path], name: str, pad: bool = False) -> list[np.
     out = []
     for f in tqdm(files, desc=name, mininterval=10):
         x = load_audio(f)
+        if warm_vad is not None:
+            from polywake.vad import speech_bounds
+
+            b = speech_bounds(x, warm_vad)
+            x = room_lead(x, None if b is None else b[0])
         out.append(m.stream(_padded(x, 0.5, Path(f).name) if pad else x).astype(np.float32))
     CACHE.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
@@ -74,7 +98,8 @@ def _embed_files(m, files: list[Path], name: str, pad: bool = False) -> list[np.
 
 
 def _example_templates(m, clip: np.ndarray, vad, speeds: tuple[float, ...],
-                       seq_len: int = 1, in_context: bool = False) -> list[np.ndarray]:
+                       seq_len: int = 1, in_context: bool = False,
+                       warm: bool = False) -> list[np.ndarray]:
     """Per speed, the (L, dim) consecutive template steps of one example. ``in_context``: the
     whole recording is streamed (its own room before and after the word, as a live stream
     has), not the example cut to its speech; the steps are still placed by the VAD's end."""
@@ -90,8 +115,9 @@ def _example_templates(m, clip: np.ndarray, vad, speeds: tuple[float, ...],
     bounds = speech_bounds(clip, vad) if in_context else None
     for s in speeds:
         if bounds is not None and s == 1.0:
-            e = m.stream(_padded(clip, 0.5, "ref"))
-            end = min(clip.size, bounds[1] + int(0.03 * SR)) / SR  # endpoint_example's end
+            x = room_lead(clip, bounds[0]) if warm else clip
+            e = m.stream(_padded(x, 0.5, "ref"))
+            end = (x.size - clip.size + min(clip.size, bounds[1] + int(0.03 * SR))) / SR
             out.append(e[template_steps(len(e), end, seq_len)])
             continue
         x = c if s == 1.0 else soxr.resample(c, SR * s, SR, quality="HQ").astype(np.float32)
@@ -213,6 +239,9 @@ def main() -> None:
                     "side by side / sqrt(2), so a cosine is the mean of the two students'")
     ap.add_argument("--in-context", action="store_true",
                     help="templates from the whole recording streamed, not the cut example")
+    ap.add_argument("--warm", action="store_true",
+                    help="every scored positive (and --in-context template) gets 2 s of its own "
+                    "room tone before it: no cold stream start near the word, as live")
     a = ap.parse_args()
 
     import effw_distill_pilot
@@ -243,8 +272,10 @@ def main() -> None:
     cohort = np.concatenate(cohort_emb)
     cohort = cohort[np.random.default_rng(0).choice(len(cohort), min(COHORT_STEPS, len(cohort)),
                                                     replace=False)].astype(np.float32)
-    pos = {w: _embed_files(m, [f for f, _ in v], f"{a.tag}-{a.set}-{w.replace(':', '_')}",
-                           pad=True) for w, v in items.items()}
+    pos = {w: _embed_files(m, [f for f, _ in v], f"{a.tag}-{a.set}-{w.replace(':', '_')}"
+                           f"{'-warm' if a.warm else ''}",
+                           pad=True, warm_vad=_example_vad() if a.warm else None)
+           for w, v in items.items()}
     vad = _example_vad()
     rows: dict[str, dict[str, list[float]]] = {v: {} for v in a.variants}
     tmpl_cache: dict[tuple[str, int], list[np.ndarray]] = {}
@@ -260,7 +291,7 @@ def main() -> None:
                     if (word, i) not in tmpl_cache:
                         tmpl_cache[(word, i)] = _example_templates(
                             m, load_audio(its[i][0]), vad, (1.0, 0.9, 1.1), a.seq_steps,
-                            a.in_context)
+                            a.in_context, a.warm)
                     examples.append(tmpl_cache[(word, i)])
                 spk = {its[i][1] for i in ex} - {""}
                 held = [i for i in range(len(its)) if i not in ex and its[i][1] not in spk]
@@ -297,7 +328,7 @@ def main() -> None:
                        f"{f'_S{a.slack}' if a.slack else ''}{f'_top{a.top}' if a.top > 1 else ''}"
                        f"{f'_ct{a.cohort_top}' if 'seq+atnorm' in a.variants else ''}"
                        f"{'_speech' if a.cohort_speech_only else ''}"
-                       f"{'_ctx' if a.in_context else ''}.json",
+                       f"{'_ctx' if a.in_context else ''}{'_warm' if a.warm else ''}.json",
                        json.dumps({"rows": rows, "summary": summary}, indent=1).encode())
 
 
