@@ -86,6 +86,9 @@ def main() -> None:
     ap.add_argument("--pad-real", type=float, default=0.0, metavar="S",
                     help="append S s of quiet room to every real clip before streaming it (the "
                     "Precise dev takes end right after the word; 0: the published protocol)")
+    ap.add_argument("--room-lead", action="store_true",
+                    help="put 2 s of each real clip's own room tone before it (no cold stream "
+                    "start near the word, as live audio; 0: the published protocol)")
     ap.add_argument("--real-speed", type=float, default=0.0,
                     help="speed-perturb half of the real examples' copies by up to this "
                     "fraction (add_word.real_example_windows)")
@@ -195,7 +198,7 @@ def main() -> None:
                 ev = evaluate_real(heads, [word], {word: folder}, emb,
                                    {word: cal["threshold"]}, held_out_files={word: held_out},
                                    background="dev" if a.dev_phrases else "eval",
-                                   pad_real_s=a.pad_real)[0]
+                                   pad_real_s=a.pad_real, room_lead=a.room_lead)[0]
                 results.append({"word": word, "k": k, "draw": draw, "seed_offset": a.seed_offset,
                                 "synth_seed": a.seed_offset + (draw if a.synth_seed_per_draw
                                                                else 0),
@@ -260,7 +263,8 @@ def run_matcher(a, phrases: dict[str, str]) -> list[dict]:
                 ev = evaluate_real(matcher, [word], {word: folder}, emb, {word: thr},
                                    held_out_files={word: held_out},
                                    background="dev" if a.dev_phrases else "eval",
-                                   pad_real_s=a.pad_real, scores_of=scores_of)[0]
+                                   pad_real_s=a.pad_real, scores_of=scores_of,
+                                   room_lead=a.room_lead)[0]
                 results.append({"word": word, "k": k, "draw": draw, "method": "matcher",
                                 "frr_at_0.5": ev.frr_at[0.5], "frr_at_1": ev.frr_at[1.0],
                                 "frr_at_dev_thr": ev.frr_at_dev_threshold,

@@ -73,12 +73,31 @@ def _padded(audio: np.ndarray, pad_s: float, name: str) -> np.ndarray:
     return np.concatenate([audio, tail.astype(np.float32)])
 
 
+_VAD = None
+
+
+def _room_led(audio: np.ndarray) -> np.ndarray:
+    """``audio`` with ``add_word.ROOM_LEAD_S`` of its own room tone before its speech (found by
+    the Silero VAD endpointing uses): a clip that starts just before its word gives a detector
+    a cold stream start inside its receptive field, which live audio never has."""
+    from polywake.train.add_word import _example_vad, room_lead
+    from polywake.vad import speech_bounds
+
+    global _VAD
+    if _VAD is None:
+        _VAD = _example_vad()
+    b = speech_bounds(audio, _VAD)
+    return room_lead(audio, None if b is None else b[0])
+
+
 def cached_streams(embedder, files: list[Path], tag: str,
-                   pad_s: float = 0.0) -> list[tuple[str, np.ndarray]]:
+                   pad_s: float = 0.0, room_lead: bool = False) -> list[tuple[str, np.ndarray]]:
     from polywake.train.windows import STREAM_VERSION
 
     if pad_s > 0:
         tag = f"{tag}-pad{pad_s:g}"
+    if room_lead:
+        tag = f"{tag}-room"
     # The stream version is in the key: a change in how files are streamed never reads an
     # older cache.
     cache = CACHE / f"streams-{tag}-{embedder.key}-s{STREAM_VERSION}.npz"
@@ -90,7 +109,9 @@ def cached_streams(embedder, files: list[Path], tag: str,
 
     for f in tqdm(files, desc=f"embed {tag}", unit="file", mininterval=10):
         try:
-            out.append((str(f), embedder.stream(_padded(load_audio(f), pad_s, f.name))))
+            x = load_audio(f)
+            out.append((str(f), embedder.stream(_padded(_room_led(x) if room_lead else x,
+                                                        pad_s, f.name))))
         except Exception as e:  # noqa: BLE001 - a damaged file is reported and skipped
             print(f"skip {f}: {e}")
     # A unique temp name: two benchmarks filling the same cache at once must not share one.
@@ -115,20 +136,21 @@ def evaluate_real(heads: WakeWordHeads, words: list[str], folders: dict[str, str
                   thresholds: dict[str, float], extra_negative_folders: tuple[str, ...] = (),
                   held_out_files: dict[str, list[Path]] | None = None,
                   background: str = "eval", pad_real_s: float = 0.0,
-                  scores_of=None) -> list[WordEval]:
+                  scores_of=None, room_lead: bool = False) -> list[WordEval]:
     """Positives: real clips of each word. Negatives: the ``background`` split's real
     background (eval; "dev" when the real phrases are a dev set for choosing a recipe) + the
     OTHER words' real clips (+ extra folders). FRR read off the DET curve at 0.1/0.5/1 FA/h,
     and the honest operating point: the DEV-calibrated threshold's FRR and FA/h on this data.
-    ``pad_real_s``: quiet room appended to every real clip (``_padded``). ``scores_of``:
+    ``pad_real_s``: quiet room appended to every real clip (``_padded``); ``room_lead``: its
+    own room tone put before it (``_room_led``). ``scores_of``:
     (steps, dim) embeddings -> (steps, words) scores, for a scorer other than heads (e.g. a
     matcher; ``heads`` then only needs ``.words``)."""
     bg = cached_streams(embedder, splits.background_files(background), f"bg-{background}")
-    real = {w: cached_streams(embedder, splits.real_keyword_files(f), f"real-{f}", pad_real_s)
-            for w, f in folders.items()}
+    real = {w: cached_streams(embedder, splits.real_keyword_files(f), f"real-{f}", pad_real_s,
+                              room_lead) for w, f in folders.items()}
     extra = [s for f in extra_negative_folders
              for s in cached_streams(embedder, splits.real_keyword_files(f), f"real-{f}",
-                                     pad_real_s)]
+                                     pad_real_s, room_lead)]
 
     def scores(streams):
         if scores_of is not None:

@@ -52,24 +52,6 @@ VARIANTS = ("base", "tnorm", "seq", "aug", "seq+tnorm", "seq+snorm", "seq+atnorm
 COHORT_STEPS = 20000
 
 
-WARM_LEAD_S = 2.0
-
-
-def room_lead(clip: np.ndarray, start: int | None, lead_s: float = WARM_LEAD_S) -> np.ndarray:
-    """``clip`` with ``lead_s`` s of its own room tone before it (the part before its speech,
-    played forwards and backwards in turn so the joins do not click; quiet -60 dB noise when
-    there is under 0.1 s of it), so nothing within the student's receptive field of the word
-    is a cold stream start, as in a live stream."""
-    n = int(lead_s * SR)
-    pre = clip[:max(0, (start or 0) - int(0.03 * SR))]
-    if pre.size < int(0.1 * SR):
-        lead = np.random.default_rng(0).standard_normal(n) * 10 ** (-60 / 20)
-    else:
-        reps = -(-n // pre.size) + 1
-        lead = np.concatenate([pre if i % 2 == 0 else pre[::-1] for i in range(reps)])[-n:]
-    return np.concatenate([lead.astype(np.float32), clip])
-
-
 def _embed_files(m, files: list[Path], name: str, pad: bool = False,
                  warm_vad=None) -> list[np.ndarray]:
     from tqdm import tqdm
@@ -85,6 +67,7 @@ def _embed_files(m, files: list[Path], name: str, pad: bool = False,
     for f in tqdm(files, desc=name, mininterval=10):
         x = load_audio(f)
         if warm_vad is not None:
+            from polywake.train.add_word import room_lead
             from polywake.vad import speech_bounds
 
             b = speech_bounds(x, warm_vad)
@@ -106,7 +89,7 @@ def _example_templates(m, clip: np.ndarray, vad, speeds: tuple[float, ...],
     import soxr
 
     from polywake.models.matcher import template_steps
-    from polywake.train.add_word import endpoint_example
+    from polywake.train.add_word import endpoint_example, room_lead
     from polywake.vad import speech_bounds
     from wakeword_eval import _padded
 

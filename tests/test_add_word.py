@@ -249,3 +249,66 @@ def test_add_word_with_examples_matches_by_default_and_trains_on_request(
         with pytest.raises(RuntimeError, match="stop"):
             main(args + extra)
     assert called == ["matcher", "heads"]
+
+
+def test_room_lead_repeats_the_takes_own_room_before_it() -> None:
+    from polywake.train.add_word import ROOM_LEAD_S, room_lead
+
+    sr = 16000
+    rng = np.random.default_rng(0)
+    pre = (rng.standard_normal(sr // 2) * 0.01).astype(np.float32)  # 0.5 s of room
+    word = (np.sin(np.arange(sr // 2) * 0.3) * 0.5).astype(np.float32)
+    take = np.concatenate([pre, word])
+    led = room_lead(take, pre.size + int(0.03 * sr))  # the VAD's start, with its margin
+    assert led.size == take.size + int(ROOM_LEAD_S * sr)
+    np.testing.assert_array_equal(led[-take.size:], take)
+    lead = led[:-take.size]
+    assert np.isin(lead, pre).all()  # nothing but the take's own room, no word in it
+    # played forwards then backwards: no jump at the joins
+    assert np.abs(np.diff(lead)).max() <= np.abs(np.diff(pre)).max() + 1e-6
+    # a take that starts with its word (under 0.1 s before it) gets quiet room instead
+    quiet = room_lead(word, 0)[:-word.size]
+    assert quiet.size == int(ROOM_LEAD_S * sr) and 5e-4 < np.sqrt((quiet ** 2).mean()) < 2e-3
+    assert room_lead(word, None).size == quiet.size + word.size
+
+
+def test_example_templates_are_taken_in_context() -> None:
+    """The whole take with its own room before it, the steps placed by the VAD's end (as
+    endpoint_example cuts); without a VAD, the energy-trimmed take after quiet room."""
+    import torch
+
+    from polywake.audio import load_audio
+    from polywake.models.backbone import TINY, Backbone
+    from polywake.train.add_word import (
+        ROOM_LEAD_S,
+        _example_vad,
+        endpoint_example,
+        example_templates,
+        room_lead,
+        templates_at,
+    )
+    from polywake.vad import speech_bounds
+
+    vad = _example_vad()
+    if vad is None:
+        pytest.skip("Silero VAD (the runtime extra) is not installed")
+    torch.manual_seed(0)
+    bb = Backbone(TINY).eval()
+    demo = Path(__file__).parents[1] / "src/polywake/assets/examples/alexa_hey_samuel.flac"
+    word = load_audio(demo)[int(1.3 * 16000): int(2.02 * 16000)]
+    room = np.random.default_rng(1).standard_normal(8000).astype(np.float32)
+    take = np.concatenate([room * np.abs(word).max() * 0.05, word, room[:4000] * 1e-3])
+    (got,) = example_templates(bb, [take], vad, seq_len=6)
+    start, stop = speech_bounds(take, vad)
+    assert 0.5 * 16000 <= start < 0.9 * 16000  # the word, not the room before it
+    lead = int(ROOM_LEAD_S * 16000)
+    (want,) = templates_at(bb, [(room_lead(take, start), lead + stop + 480)], seq_len=6)
+    assert got.shape == (6, bb.embed_dim)
+    np.testing.assert_array_equal(got, want)
+    # the room before the word is part of what the templates see
+    (other,) = example_templates(bb, [np.concatenate([room * 1e-4, take[8000:]])], vad, 6)
+    assert np.abs(other - got).mean() > 1e-3
+    (no_vad,) = example_templates(bb, [take], None, seq_len=6)
+    cut = endpoint_example(take, None)
+    np.testing.assert_array_equal(no_vad, templates_at(bb, [(room_lead(cut, None),
+                                                              lead + cut.size)], 6)[0])

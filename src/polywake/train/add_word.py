@@ -261,31 +261,64 @@ def remove_word(model_in: Path, word: str, out: Path) -> Path:
 
 
 QUIET_TAIL_S = 0.5  # room after an example, so the steps that trail its end exist
+# Room tone before an example: more than the matcher student's 1.9 s receptive field, so no
+# template step sees a cold stream start (live audio never has one).
+ROOM_LEAD_S = 2.0
+
+
+def room_lead(clip: np.ndarray, start: int | None, lead_s: float = ROOM_LEAD_S) -> np.ndarray:
+    """``clip`` with ``lead_s`` s of its own room tone before it: the part before its speech
+    (``start``, less endpoint_example's 30 ms margin) played forwards and backwards in turn,
+    so the joins do not click; quiet -60 dB noise when there is under 0.1 s of it."""
+    n = int(lead_s * SAMPLE_RATE)
+    pre = clip[:max(0, (start or 0) - int(0.03 * SAMPLE_RATE))]
+    if pre.size < int(0.1 * SAMPLE_RATE):
+        lead = np.random.default_rng(0).standard_normal(n) * 10 ** (-60 / 20)
+    else:
+        reps = -(-n // pre.size) + 1
+        lead = np.concatenate([pre if i % 2 == 0 else pre[::-1] for i in range(reps)])[-n:]
+    return np.concatenate([lead.astype(np.float32), clip.astype(np.float32)])
 
 
 def example_templates(backbone, examples: list[np.ndarray], vad=None,
                       seq_len: int = 1) -> list[np.ndarray]:
-    """Per example, its template steps' embeddings (n, dim) in ``backbone`` (the matcher's):
-    the example cut to its speech (:func:`endpoint_example`), a quiet tail appended, streamed
-    as the Detector streams, and the steps that end 0-320 ms after the speech ends
-    (:func:`polywake.models.matcher.template_steps`). Examples too short to give a step are
-    skipped (an empty array)."""
-    return cut_templates(backbone, [endpoint_example(clip, vad) for clip in examples], seq_len)
+    """Per example, its template steps' embeddings (n, dim) in ``backbone`` (the matcher's),
+    taken *in context*: the whole recording, :func:`room_lead` before it and a quiet tail
+    after it, streamed as the Detector streams; the steps that end 0-320 ms (``seq_len`` > 1:
+    its first ``seq_len`` steps from 0 ms) after the speech's end found by ``vad`` (the end
+    :func:`endpoint_example` cuts at). Without a VAD, or when it finds no speech, the
+    energy-trimmed example is used instead. Examples too short to give the steps are skipped
+    (an empty array). In context, not cut to the speech and cold-started: matcher dev 45.7 ->
+    18.2 % on positives with a warm lead (docs/BENCHMARKS.md, "Templates in context")."""
+    from ..vad import speech_bounds
+
+    placed = []
+    for clip in examples:
+        b = speech_bounds(clip, vad) if vad is not None else None
+        if b is None:
+            c = endpoint_example(clip, None)
+            x = room_lead(c, None)
+            placed.append((x, x.size))
+        else:
+            x = room_lead(clip, b[0])
+            end = min(clip.size, b[1] + int(0.03 * SAMPLE_RATE))
+            placed.append((x, x.size - clip.size + end))
+    return templates_at(backbone, placed, seq_len)
 
 
-def cut_templates(backbone, cuts: list[np.ndarray], seq_len: int = 1) -> list[np.ndarray]:
-    """:func:`example_templates` of examples already cut to their speech. ``seq_len`` > 1
-    (seq-tnorm matching): each example's first ``seq_len`` template steps, or none when it
-    has fewer."""
+def templates_at(backbone, placed: list[tuple[np.ndarray, int]],
+                 seq_len: int = 1) -> list[np.ndarray]:
+    """Per (audio, end sample) pair, the template steps that trail ``end`` in the audio
+    streamed with a quiet tail."""
     from ..models.matcher import template_steps
     from .windows import embed_stream
 
     rng = np.random.default_rng(0)
     out = []
-    for c in cuts:
+    for x, end in placed:
         tail = rng.standard_normal(int(QUIET_TAIL_S * SAMPLE_RATE)) * 10 ** (-60 / 20)
-        e = embed_stream(backbone, np.concatenate([c, tail.astype(np.float32)]))
-        t = e[template_steps(len(e), c.size / SAMPLE_RATE, seq_len)].astype(np.float32)
+        e = embed_stream(backbone, np.concatenate([x, tail.astype(np.float32)]))
+        t = e[template_steps(len(e), end / SAMPLE_RATE, seq_len)].astype(np.float32)
         if seq_len > 1:
             t = t[:seq_len] if len(t) >= seq_len else t[:0]
         out.append(t)
@@ -374,7 +407,7 @@ def add_matched_word(model_in: Path, phrase: str, out: Path, examples: list[np.n
         raise SystemExit(f"{phrase!r} is already in {model_in}; remove it first")
     vad = _example_vad()
     cuts = [endpoint_example(x, vad) for x in examples]
-    per_example = cut_templates(matcher.backbone, cuts, matcher.seq_len)
+    per_example = example_templates(matcher.backbone, examples, vad, matcher.seq_len)
     if not any(e.size for e in per_example):
         raise SystemExit(f"{phrase!r}: no example is long enough to give a template")
     matcher.add_word(phrase, torch.from_numpy(np.concatenate(per_example)))
