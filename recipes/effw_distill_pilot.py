@@ -51,7 +51,7 @@ STUDENT_N = int(2.0 * SR)  # 0.5 s of context before the teacher's window
 
 def build_windows(seed: int = 0, copies: int = 1, libri_hop_s: float = 0.5,
                   synth: list[Path] | None = None, hold_out: bool = False,
-                  only_synth: bool = False) -> np.ndarray:
+                  only_synth: bool = False, room_tone: float = 0.0) -> np.ndarray:
     """int16 (n, 2 s) windows of train speech; the teacher hears the last 1.5 s. Real isolated
     words ``copies`` times (other offsets and noise), LibriSpeech train speakers every
     ``libri_hop_s``, and the train split of a synthetic word manifest if given. ``hold_out``
@@ -76,18 +76,36 @@ def build_windows(seed: int = 0, copies: int = 1, libri_hop_s: float = 0.5,
             x = x + n * g * 10 ** (-rng.uniform(5, 20) / 20)
         return x
 
-    def placed(c: np.ndarray) -> np.ndarray:
+    def placed(c: np.ndarray, bounds: tuple[int, int] | None = None) -> np.ndarray:
         c = c[:TEACHER_N]
-        w = (rng.standard_normal(STUDENT_N) * 10 ** (-60 / 20)).astype(np.float32)
         off = STUDENT_N - TEACHER_N + int(rng.integers(0, TEACHER_N - c.size + 1))
+        if bounds is not None:
+            # the clip inside its own room, as a live stream has it: its pre-speech audio
+            # looped before it, its post-speech audio looped after it (add_word.room_lead)
+            from polywake.train.add_word import room_lead
+
+            lead = room_lead(c, bounds[0], off / SR)
+            tail_n = STUDENT_N - lead.size
+            after = room_lead(c[::-1], c.size - min(c.size, bounds[1]), tail_n / SR)[::-1]
+            return noisy(np.concatenate([lead, after[c.size:]])[:STUDENT_N].copy(), 0.5)
+        w = (rng.standard_normal(STUDENT_N) * 10 ** (-60 / 20)).astype(np.float32)
         w[off:off + c.size] += c
         return noisy(w, 0.5)
+
+    vad = None
+    if room_tone > 0:
+        from polywake.train.add_word import _example_vad
+        from polywake.vad import speech_bounds
+
+        vad = _example_vad()
 
     for f, word, _ in [] if only_synth else real_word_items("train"):
         if hold_out and splits.is_matcher_dev_word(word):
             continue
         c = load_audio(f)
-        out += [pcm(placed(c)) for _ in range(copies)]
+        b = speech_bounds(c[:TEACHER_N], vad) if vad is not None else None
+        out += [pcm(placed(c, b if b is not None and rng.random() < room_tone else None))
+                for _ in range(copies)]
     for f, word, _ in [it for m in synth or [] for it in synth_items(m, "train")]:
         if hold_out and any(splits.is_matcher_dev_word(t) for t in word.split()):
             continue  # a two-word phrase holding a dev word is held out too
@@ -145,7 +163,8 @@ def label(a) -> None:
     wpath = OUT / "windows.npy"
     if not wpath.exists():
         _save_npy(wpath, build_windows(copies=a.copies, libri_hop_s=a.libri_hop, synth=a.synth,
-                                       hold_out=a.hold_out_dev_words, only_synth=a.only_synth))
+                                       hold_out=a.hold_out_dev_words, only_synth=a.only_synth,
+                                       room_tone=a.room_tone))
     n = np.load(wpath, mmap_mode="r").shape[0]
     jobs = [(str(wpath), a, min(n, a + 500)) for a in range(0, n, 500)]
     ctx = multiprocessing.get_context("spawn")
@@ -420,6 +439,9 @@ def main() -> None:
     lb.add_argument("--only-synth", action="store_true",
                     help="windows of --synth alone (material added to another run's with "
                          "train --with-material-of)")
+    lb.add_argument("--room-tone", type=float, default=0.0, metavar="P",
+                    help="this share of the real words' windows put the word inside its own "
+                    "room tone (looped) instead of -60 dB quiet (pilot 6)")
     t = sub.add_parser("train")
     t.add_argument("--minutes", type=float, default=25, help="this invocation's budget")
     t.add_argument("--steps", type=int, default=36000, help="the cosine schedule's length")

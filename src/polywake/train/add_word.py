@@ -276,7 +276,8 @@ def room_lead(clip: np.ndarray, start: int | None, lead_s: float = ROOM_LEAD_S) 
         lead = np.random.default_rng(0).standard_normal(n) * 10 ** (-60 / 20)
     else:
         reps = -(-n // pre.size) + 1
-        lead = np.concatenate([pre if i % 2 == 0 else pre[::-1] for i in range(reps)])[-n:]
+        lead = np.concatenate([pre if i % 2 == 0 else pre[::-1]
+                               for i in range(reps)])[pre.size * reps - n:]
     return np.concatenate([lead.astype(np.float32), clip.astype(np.float32)])
 
 
