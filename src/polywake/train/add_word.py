@@ -270,7 +270,7 @@ def room_lead(clip: np.ndarray, start: int | None, lead_s: float = ROOM_LEAD_S) 
     """``clip`` with ``lead_s`` s of its own room tone before it: the part before its speech
     (``start``, less endpoint_example's 30 ms margin) played forwards and backwards in turn,
     so the joins do not click; quiet -60 dB noise when there is under 0.1 s of it."""
-    n = int(lead_s * SAMPLE_RATE)
+    n = round(lead_s * SAMPLE_RATE)
     pre = clip[:max(0, (start or 0) - int(0.03 * SAMPLE_RATE))]
     if pre.size < int(0.1 * SAMPLE_RATE):
         lead = np.random.default_rng(0).standard_normal(n) * 10 ** (-60 / 20)
