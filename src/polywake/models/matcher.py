@@ -83,8 +83,6 @@ class TemplateMatcher(nn.Module):
             self.pool = POOL_TOP if pool is None else int(pool)
             if not 2 <= self.seq_len <= 64 or not 1 <= self.pool <= 1024:
                 raise ValueError(f"seq-tnorm with {self.seq_len} steps, pool {self.pool}")
-        else:
-            self.pool = 1
         self.words: list[str] = []
         # Per word its own tensors (as the heads), so adding or removing a word never touches
         # another word's numbers; fused() pads them into one tensor for the run-time op.
