@@ -82,7 +82,7 @@ def _embed_files(m, files: list[Path], name: str, pad: bool = False,
 
 def _example_templates(m, clip: np.ndarray, vad, speeds: tuple[float, ...],
                        seq_len: int = 1, in_context: bool = False,
-                       warm: bool = False) -> list[np.ndarray]:
+                       warm: bool = False, span_start: float = 0.0) -> list[np.ndarray]:
     """Per speed, the (L, dim) consecutive template steps of one example. ``in_context``: the
     whole recording is streamed (its own room before and after the word, as a live stream
     has), not the example cut to its speech; the steps are still placed by the VAD's end."""
@@ -101,12 +101,12 @@ def _example_templates(m, clip: np.ndarray, vad, speeds: tuple[float, ...],
             x = room_lead(clip, bounds[0]) if warm else clip
             e = m.stream(_padded(x, 0.5, "ref"))
             end = (x.size - clip.size + min(clip.size, bounds[1] + int(0.03 * SR))) / SR
-            out.append(e[template_steps(len(e), end, seq_len)])
+            out.append(e[template_steps(len(e), end + span_start, seq_len)])
             continue
         x = c if s == 1.0 else soxr.resample(c, SR * s, SR, quality="HQ").astype(np.float32)
         e = m.stream(_padded(x, 0.5, "ref"))
         end = x.size / SR
-        out.append(e[template_steps(len(e), end, seq_len)])
+        out.append(e[template_steps(len(e), end + span_start, seq_len)])
     return out
 
 
@@ -225,6 +225,9 @@ def main() -> None:
     ap.add_argument("--warm", action="store_true",
                     help="every scored positive (and --in-context template) gets 2 s of its own "
                     "room tone before it: no cold stream start near the word, as live")
+    ap.add_argument("--span-start", type=float, default=0.0,
+                    help="the template steps start this many s after the VAD end (negative: "
+                    "before it; a matched word then fires that much sooner)")
     a = ap.parse_args()
 
     import effw_distill_pilot
@@ -274,7 +277,7 @@ def main() -> None:
                     if (word, i) not in tmpl_cache:
                         tmpl_cache[(word, i)] = _example_templates(
                             m, load_audio(its[i][0]), vad, (1.0, 0.9, 1.1), a.seq_steps,
-                            a.in_context, a.warm)
+                            a.in_context, a.warm, a.span_start)
                     examples.append(tmpl_cache[(word, i)])
                 spk = {its[i][1] for i in ex} - {""}
                 held = [i for i in range(len(its)) if i not in ex and its[i][1] not in spk]
@@ -311,7 +314,8 @@ def main() -> None:
                        f"{f'_S{a.slack}' if a.slack else ''}{f'_top{a.top}' if a.top > 1 else ''}"
                        f"{f'_ct{a.cohort_top}' if 'seq+atnorm' in a.variants else ''}"
                        f"{'_speech' if a.cohort_speech_only else ''}"
-                       f"{'_ctx' if a.in_context else ''}{'_warm' if a.warm else ''}.json",
+                       f"{'_ctx' if a.in_context else ''}{'_warm' if a.warm else ''}"
+                       f"{f'_start{a.span_start:g}' if a.span_start else ''}.json",
                        json.dumps({"rows": rows, "summary": summary}, indent=1).encode())
 
 
