@@ -101,12 +101,12 @@ def _example_templates(m, clip: np.ndarray, vad, speeds: tuple[float, ...],
             x = room_lead(clip, bounds[0]) if warm else clip
             e = m.stream(_padded(x, 0.5, "ref"))
             end = (x.size - clip.size + min(clip.size, bounds[1] + int(0.03 * SR))) / SR
-            out.append(e[template_steps(len(e), end + span_start, seq_len)])
+            out.append(e[template_steps(len(e), end, seq_len, span_start)])
             continue
         x = c if s == 1.0 else soxr.resample(c, SR * s, SR, quality="HQ").astype(np.float32)
         e = m.stream(_padded(x, 0.5, "ref"))
         end = x.size / SR
-        out.append(e[template_steps(len(e), end + span_start, seq_len)])
+        out.append(e[template_steps(len(e), end, seq_len, span_start)])
     return out
 
 
@@ -227,7 +227,9 @@ def main() -> None:
                     "room tone before it: no cold stream start near the word, as live")
     ap.add_argument("--span-start", type=float, default=0.0,
                     help="the template steps start this many s after the VAD end (negative: "
-                    "before it; a matched word then fires that much sooner)")
+                    "before it; a matched word then fires that much sooner). 0, the "
+                    "default, is the span every earlier run here used; the product's is "
+                    "models.matcher.SEQ_SPAN_START_S")
     a = ap.parse_args()
 
     import effw_distill_pilot
