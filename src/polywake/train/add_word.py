@@ -347,23 +347,31 @@ def calibrate_matched(matcher, word: str, per_example: list[np.ndarray],
         with torch.no_grad():
             return m.score(torch.from_numpy(e.astype(np.float32))[None])[0, :, col].numpy()
 
-    pos: list[float] = []
-    per_score: list[float | None] = []
-    for i, e in enumerate(per_example):
-        others = [x for n, x in enumerate(per_example) if n != i and x.size]
-        if not others or not e.size:
-            per_score.append(None)
-            continue
-        loo = matcher.empty()
-        loo.add_word(word, torch.from_numpy(np.concatenate(others)))
-        pos.append(float(scores(e, loo, 0).max()))
-        per_score.append(round(pos[-1], 4))
+    per_score = leave_one_out_scores(matcher, per_example)
+    pos = [v for v in per_score if v is not None]
     streams = [ScoreStream(n, scores(e)[:, None], 0.08) for n, e in dev_streams]
     curve = det_curve(pos, streams, refractory_s=1.0)
     return {"threshold": float(threshold_for_fa(curve, fa_target)),
             "threshold_fa_per_hour": fa_target, "operating_points": calibration_table(curve),
-            "calibration": curve_points(curve), "example_scores": per_score,
+            "calibration": curve_points(curve),
+            "example_scores": [None if v is None else round(v, 4) for v in per_score],
             "calibrated_on": "dev background; positives: the examples, leave-one-out"}
+
+
+def leave_one_out_scores(matcher, per_example: list[np.ndarray]) -> list[float | None]:
+    """Each example's template steps scored as a stream by a word made of the others' (None
+    where it has no steps or is alone): what a new take of the word would score."""
+    out: list[float | None] = []
+    for i, e in enumerate(per_example):
+        others = [x for n, x in enumerate(per_example) if n != i and x.size]
+        if not others or not e.size:
+            out.append(None)
+            continue
+        loo = matcher.empty()
+        loo.add_word("loo", torch.from_numpy(np.concatenate(others)))
+        with torch.no_grad():
+            out.append(float(loo.score(torch.from_numpy(e.astype(np.float32))[None]).max()))
+    return out
 
 
 # An example whose leave-one-out score is this far under the others' median is reported: a
