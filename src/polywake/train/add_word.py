@@ -285,12 +285,13 @@ def example_templates(backbone, examples: list[np.ndarray], vad=None,
                       seq_len: int = 1) -> list[np.ndarray]:
     """Per example, its template steps' embeddings (n, dim) in ``backbone`` (the matcher's),
     taken *in context*: the whole recording, :func:`room_lead` before it and a quiet tail
-    after it, streamed as the Detector streams; the steps that end 0-320 ms (``seq_len`` > 1:
-    its first ``seq_len`` steps from 0 ms) after the speech's end found by ``vad`` (the end
-    :func:`endpoint_example` cuts at). Without a VAD, or when it finds no speech, the
-    energy-trimmed example is used instead. Examples too short to give the steps are skipped
-    (an empty array). In context, not cut to the speech and cold-started: matcher dev 45.7 ->
-    18.2 % on positives with a warm lead (docs/BENCHMARKS.md, "Templates in context")."""
+    after it, streamed as the Detector streams; the steps placed around the speech's end found
+    by ``vad`` (the end :func:`endpoint_example` cuts at) by
+    :func:`polywake.models.matcher.template_steps`. Without a VAD, or when it finds no speech,
+    the energy-trimmed example is used instead. Examples too short to give the steps are
+    skipped (an empty array). In context rather than cut to the speech and cold-started:
+    matcher dev 31.5 -> 18.2 % on positives with a warm lead (docs/BENCHMARKS.md, "Templates
+    in context")."""
     from ..vad import speech_bounds
 
     placed = []
@@ -309,8 +310,8 @@ def example_templates(backbone, examples: list[np.ndarray], vad=None,
 
 def templates_at(backbone, placed: list[tuple[np.ndarray, int]],
                  seq_len: int = 1) -> list[np.ndarray]:
-    """Per (audio, end sample) pair, the template steps that trail ``end`` in the audio
-    streamed with a quiet tail."""
+    """Per (audio, end sample) pair, the template steps placed by ``end`` in the audio streamed
+    with a quiet tail."""
     from ..models.matcher import template_steps
     from .windows import embed_stream
 
