@@ -88,7 +88,7 @@ def main() -> None:
                     "Precise dev takes end right after the word; 0: the published protocol)")
     ap.add_argument("--room-lead", action="store_true",
                     help="put 2 s of each real clip's own room tone before it (no cold stream "
-                    "start near the word, as live audio; 0: the published protocol)")
+                    "start near the word, as live audio; off: the published protocol)")
     ap.add_argument("--real-speed", type=float, default=0.0,
                     help="speed-perturb half of the real examples' copies by up to this "
                     "fraction (add_word.real_example_windows)")

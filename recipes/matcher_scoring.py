@@ -53,11 +53,11 @@ COHORT_STEPS = 20000
 
 
 def _embed_files(m, files: list[Path], name: str, pad: bool = False,
-                 warm_vad=None) -> list[np.ndarray]:
+                 warm: bool = False) -> list[np.ndarray]:
     from tqdm import tqdm
 
     from polywake.audio import load_audio
-    from wakeword_eval import _padded
+    from wakeword_eval import _padded, _room_led
 
     path = CACHE / f"{name}.npz"
     if path.exists():
@@ -66,12 +66,8 @@ def _embed_files(m, files: list[Path], name: str, pad: bool = False,
     out = []
     for f in tqdm(files, desc=name, mininterval=10):
         x = load_audio(f)
-        if warm_vad is not None:
-            from polywake.train.add_word import room_lead
-            from polywake.vad import speech_bounds
-
-            b = speech_bounds(x, warm_vad)
-            x = room_lead(x, None if b is None else b[0])
+        if warm:
+            x = _room_led(x)
         out.append(m.stream(_padded(x, 0.5, Path(f).name) if pad else x).astype(np.float32))
     CACHE.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
@@ -262,7 +258,7 @@ def main() -> None:
                                                     replace=False)].astype(np.float32)
     pos = {w: _embed_files(m, [f for f, _ in v], f"{a.tag}-{a.set}-{w.replace(':', '_')}"
                            f"{'-warm' if a.warm else ''}",
-                           pad=True, warm_vad=_example_vad() if a.warm else None)
+                           pad=True, warm=a.warm)
            for w, v in items.items()}
     vad = _example_vad()
     rows: dict[str, dict[str, list[float]]] = {v: {} for v in a.variants}
