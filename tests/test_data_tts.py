@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import shutil
 
 import numpy as np
@@ -99,3 +100,44 @@ def test_prepare_kokoro_keeps_english_voices_only(tmp_path, monkeypatch):
         assert z["af_heart"].shape == (510, 1, 256) and z["af_heart"][1, 0, 0] == 256
     with pytest.raises(tts.TTSError, match="no English"):
         tts.prepare_kokoro(tmp_path / "package" / "voices" / "nothing")
+
+
+def _fake_kokoro(monkeypatch, names: list[str]) -> None:
+    voices = [tts.Voice("kokoro", n, tts._KOKORO_PREFIXES[n[:2]]) for n in names]
+    monkeypatch.setitem(tts._LISTERS, "kokoro", lambda: voices)
+    tts._list_engine.cache_clear()
+    monkeypatch.setattr(tts, "_list_engine", functools.cache(lambda e: tuple(tts._LISTERS[e]())))
+
+
+def test_kokoro_blends_mix_two_voices_of_one_accent_and_one_split(monkeypatch):
+    names = [f"af_v{i}" for i in range(8)] + [f"bm_w{i}" for i in range(6)]
+    _fake_kokoro(monkeypatch, names)
+    blends = tts._kokoro_blends(40, seed=0)
+    assert len(blends) == 40 and len({b.voice_id for b in blends}) == 40
+    assert blends == tts._kokoro_blends(40, seed=0)  # fixed by the seed
+    lang = {n: tts._KOKORO_PREFIXES[n[:2]] for n in names}
+    for b in blends:
+        pair, w = b.name.rsplit("@", 1)
+        a, c = pair.split("+")
+        assert a != c and lang[a] == lang[c] == b.lang and 0.25 <= float(w) <= 0.75
+        # Never a mix across splits, and the blend is split with its parts.
+        split_a = splits.split_of_key(tts.Voice("kokoro", a).speaker)
+        assert split_a == splits.split_of_key(tts.Voice("kokoro", c).speaker)
+        assert splits.split_of_key(b.speaker) == split_a
+    # With one voice there is nothing to mix.
+    _fake_kokoro(monkeypatch, ["af_only"])
+    assert tts._kokoro_blends(5) == []
+
+
+def test_kokoro_blend_style_is_the_weighted_mix(monkeypatch):
+    class FakeModel:
+        styles = {"af_a": np.full((510, 1, 256), 1.0, np.float32),
+                  "af_b": np.full((510, 1, 256), 3.0, np.float32)}
+
+        def get_voice_style(self, name):
+            return self.styles[name]
+
+    monkeypatch.setattr(tts, "_kokoro_model", lambda: FakeModel())
+    assert tts._kokoro_style("af_a") == "af_a"  # plain voices go by name
+    mix = tts._kokoro_style("af_a+af_b@0.25")
+    assert mix.dtype == np.float32 and np.allclose(mix, 0.25 * 1.0 + 0.75 * 3.0)

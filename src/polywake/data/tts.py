@@ -344,9 +344,19 @@ def _kokoro_style(name: str) -> str | np.ndarray:
 
 @functools.lru_cache(maxsize=1)
 def _kokoro_model():
+    import onnxruntime as ort
     from kokoro_onnx import Kokoro
 
-    return Kokoro(str(_kokoro_model_path()), str(kokoro_dir() / "voices-en.npz"))
+    # onnxruntime takes every core by default; synth's worker processes are the parallelism,
+    # so honour OMP_NUM_THREADS when it is set (else two workers fight over the cores).
+    opts = ort.SessionOptions()
+    threads = os.environ.get("OMP_NUM_THREADS", "")
+    if threads.isdigit() and int(threads) > 0:
+        opts.intra_op_num_threads = int(threads)
+        opts.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(_kokoro_model_path()), opts,
+                                   providers=["CPUExecutionProvider"])
+    return Kokoro.from_session(session, str(kokoro_dir() / "voices-en.npz"))
 
 
 def _synth_kokoro(text: str, voice: Voice, rate: float, pitch: float, tmp: Path):
