@@ -67,11 +67,27 @@ def cpu_per_audio_second(pwk: Path, seconds: float = 120.0, backend: str = "auto
     return (time.process_time() - t0) / seconds
 
 
+def print_by_engine(words: list[str], engines: dict[str, dict[str, list[str]]],
+                    probs: np.ndarray, wid: np.ndarray, thr05: dict[str, float]) -> None:
+    """Which voices the misses come from: FRR per TTS engine at each word's 0.5 FA/h point."""
+    names = sorted({e for w in words for e in engines[w].get("test", [])})
+    rows = []
+    for j, w in enumerate(words):
+        eng = np.array(engines[w].get("test", []))
+        missed = probs[wid == j, :, j].max(1) < thr05[w]
+        rows.append([w] + [f"{100 * missed[eng == e].mean():.0f}% ({(eng == e).sum()})"
+                           if (eng == e).any() else "-" for e in names])
+    print("\nFRR @0.5 FA/h by TTS engine (test clips in brackets)")
+    print(markdown_table(["word"] + names, rows))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", type=Path, default=ROOT / "src/polywake/assets/default.safetensors")
     ap.add_argument("--synth", type=Path, default=ROOT / "work_data/synth_product/manifest.jsonl")
     ap.add_argument("--snr", type=float, default=10.0)
+    ap.add_argument("--by-engine", action="store_true",
+                    help="also FRR per TTS engine at each word's 0.5 FA/h threshold")
     ap.add_argument("--json", type=Path, help="also write the per-word FRR here (bench/footprint.py "
                     "reads work_data/bench/default_model-<model file stem>.json)")
     a = ap.parse_args()
@@ -90,7 +106,7 @@ def main() -> None:
     bg = cached_streams(emb, splits.background_files("eval"), "bg-eval")
     echo_utts = splits.files_containing("echo")
     thr = {w: card["per_word"][w]["threshold"] for w in words}
-    rows, pos_max, frr05 = [], {}, {}
+    rows, pos_max, frr05, thr05 = [], {}, {}, {}
     for j, w in enumerate(words):
         pos = probs[wid == j, :, j].max(1)
         pos_max[w] = probs[wid == j].max(1)
@@ -98,7 +114,7 @@ def main() -> None:
                    if not (w == "echo" and Path(n).stem in echo_utts)]
         curve = det_curve(pos, streams, 1.0, j)
         frr_dev, fa_dev = curve.at(thr[w])
-        frr05[w] = float(frr_at_fa(curve, 0.5)[0])
+        frr05[w], thr05[w] = (float(x) for x in frr_at_fa(curve, 0.5))
         rows.append([w, str(pos.size)] + [f"{100 * frr_at_fa(curve, f)[0]:.1f}%"
                                           for f in (0.1, 0.5, 1.0)]
                     + [f"{thr[w]:.3f}", f"{100 * frr_dev:.1f}%", f"{fa_dev:.2f}"])
@@ -106,6 +122,8 @@ def main() -> None:
           f"{curve.hours:.2f} h of eval background")
     print(markdown_table(["word", "test clips", "FRR @0.1 FA/h", "FRR @0.5 FA/h", "FRR @1 FA/h",
                           "dev threshold", "FRR @dev thr", "FA/h @dev thr"], rows))
+    if a.by_engine:
+        print_by_engine(words, clips.engines, probs, wid, thr05)
     conf = confusion(pos_max, words, thr)
     print("\ncross-word confusion at the dev thresholds (row: said, column: fired)")
     print(markdown_table(["said \\ fired"] + words,

@@ -66,6 +66,8 @@ class WordClips:
     positives: dict[str, dict[str, list[np.ndarray]]] = field(default_factory=dict)
     negatives: dict[str, list[np.ndarray]] = field(default_factory=dict)  # confusables etc.
     speech: list[np.ndarray] = field(default_factory=list)  # running-speech context (train)
+    # The TTS engine of each positive, in the order of ``positives`` (for per-engine reports).
+    engines: dict[str, dict[str, list[str]]] = field(default_factory=dict)
 
 
 def load_manifest_clips(manifests: list[Path], words: list[str], max_per_word: int = 4000,
@@ -103,8 +105,9 @@ def load_manifest_clips(manifests: list[Path], words: list[str], max_per_word: i
         for root, r in tqdm(chosen, desc=f"{w} {split}", mininterval=5):
             if id(r) not in read:
                 read[id(r)] = _read_clip(root, r)
-        clips = [read[id(r)] for _, r in chosen]
-        out.positives.setdefault(w, {})[split] = [c for c in clips if c.size > 800]
+        kept = [(read[id(r)], r.engine or "?") for _, r in chosen if read[id(r)].size > 800]
+        out.positives.setdefault(w, {})[split] = [c for c, _ in kept]
+        out.engines.setdefault(w, {})[split] = [e for _, e in kept]
     for split, items in sorted(neg.items()):
         rng.shuffle(items)
         clips = [_read_clip(root, r) for root, r in tqdm(items[:max_neg],
