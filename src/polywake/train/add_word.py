@@ -337,16 +337,15 @@ def calibrate_matched(matcher, word: str, per_example: list[np.ndarray],
     admissible point itself (a self-match scores 1.0 and would push the threshold halfway
     to it). Without a dev background the threshold is the matcher's shipped default."""
     from ..evaluate import ScoreStream, calibration_table, det_curve, threshold_for_fa
-    from ..models.matcher import TemplateMatcher
 
     j = matcher.words.index(word)
     if not dev_streams:
         return {"threshold": float(default_threshold), "threshold_fa_per_hour": fa_target,
                 "calibrated_on": "the matcher's default (no dev background here)"}
 
-    def scores(e: np.ndarray, m: TemplateMatcher = matcher, col: int = j) -> np.ndarray:
+    def scores(e: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            return m.score(torch.from_numpy(e.astype(np.float32))[None])[0, :, col].numpy()
+            return matcher.score(torch.from_numpy(e.astype(np.float32))[None])[0, :, j].numpy()
 
     per_score = leave_one_out_scores(matcher, per_example)
     pos = [v for v in per_score if v is not None]
