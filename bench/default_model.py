@@ -68,13 +68,14 @@ def cpu_per_audio_second(pwk: Path, seconds: float = 120.0, backend: str = "auto
 
 
 def print_by_engine(words: list[str], engines: dict[str, dict[str, list[str]]],
-                    probs: np.ndarray, wid: np.ndarray, thr05: dict[str, float]) -> None:
-    """Which voices the misses come from: FRR per TTS engine at each word's 0.5 FA/h point."""
+                    pos_max: dict[str, np.ndarray], thr05: dict[str, float]) -> None:
+    """Which voices the misses come from: FRR per TTS engine at each word's 0.5 FA/h point
+    (``pos_max[w]``: each of w's test clips' max score per word, as for the confusion)."""
     names = sorted({e for w in words for e in engines[w].get("test", [])})
     rows = []
     for j, w in enumerate(words):
         eng = np.array(engines[w].get("test", []))
-        missed = probs[wid == j, :, j].max(1) < thr05[w]
+        missed = pos_max[w][:, j] < thr05[w]
         rows.append([w] + [f"{100 * missed[eng == e].mean():.0f}% ({(eng == e).sum()})"
                            if (eng == e).any() else "-" for e in names])
     print("\nFRR @0.5 FA/h by TTS engine (test clips in brackets)")
@@ -123,7 +124,7 @@ def main() -> None:
     print(markdown_table(["word", "test clips", "FRR @0.1 FA/h", "FRR @0.5 FA/h", "FRR @1 FA/h",
                           "dev threshold", "FRR @dev thr", "FA/h @dev thr"], rows))
     if a.by_engine:
-        print_by_engine(words, clips.engines, probs, wid, thr05)
+        print_by_engine(words, clips.engines, pos_max, thr05)
     conf = confusion(pos_max, words, thr)
     print("\ncross-word confusion at the dev thresholds (row: said, column: fired)")
     print(markdown_table(["said \\ fired"] + words,
